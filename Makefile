@@ -1,0 +1,33 @@
+# rloss front door. `make test` on a fresh Debian 12 machine installs what is
+# missing (apt, pip), builds Caffe with our layers (cached in ~/.cache/rloss)
+# and runs every test. CAFFE_ROOT=/path/to/caffe builds into your own tree.
+PYTHON ?= python3
+export PYTHON
+
+.PHONY: all build deps test test-cpp test-python clean help
+
+all: build
+
+help:
+	@echo "make         install dependencies and build Caffe with rloss (cached)"
+	@echo "make test    build, then run the C++ (gtest) and Python (pytest) tests"
+	@echo "make clean   forget this checkout's link to the build (the cache stays)"
+
+deps:
+	@bash tools/install_deps.sh
+
+build: deps
+	@bash caffe_layers/build_caffe.sh
+
+test: build
+	@bash tools/run_tests.sh
+
+# Run one half of the suite against an existing build.
+test-cpp:
+	@bash tools/run_tests.sh cpp
+
+test-python:
+	@bash tools/run_tests.sh python
+
+clean:
+	rm -rf .caffe build .pytest_cache

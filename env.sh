@@ -1,0 +1,18 @@
+# Source this file (`source ./env.sh`) to use the rloss build from your shell:
+# the `caffe` tool on PATH, pycaffe and the rloss package on PYTHONPATH, and
+# libcaffe on LD_LIBRARY_PATH. Run `make` first.
+_rloss_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
+if [ ! -d "$_rloss_root/.caffe/build" ]; then
+  echo "env.sh: no Caffe build found; run 'make' in $_rloss_root first" >&2
+else
+  _rloss_caffe=$(cd "$_rloss_root/.caffe" && pwd -P)
+  case ":$PATH:" in *":$_rloss_caffe/build/tools:"*) ;; *)
+    export PATH="$_rloss_caffe/build/tools${PATH:+:$PATH}" ;; esac
+  case ":${PYTHONPATH:-}:" in *":$_rloss_caffe/python:"*) ;; *)
+    export PYTHONPATH="$_rloss_caffe/python:$_rloss_root/python${PYTHONPATH:+:$PYTHONPATH}" ;; esac
+  case ":${LD_LIBRARY_PATH:-}:" in *":$_rloss_caffe/build/lib:"*) ;; *)
+    export LD_LIBRARY_PATH="$_rloss_caffe/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;; esac
+  export RLOSS_CAFFE="$_rloss_caffe"
+  unset _rloss_caffe
+fi
+unset _rloss_root
