@@ -1,0 +1,185 @@
+#include <cmath>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+#include "caffe/util/permutohedral.hpp"
+
+namespace caffe {
+
+namespace {
+
+// A smooth C-channel test image in [28, 228], or uniform noise.
+std::vector<float> MakeImage(int channels, int height, int width, bool noise,
+                             unsigned int seed = 7) {
+  std::vector<float> image(channels * height * width);
+  for (int c = 0; c < channels; ++c) {
+    for (int y = 0; y < height; ++y) {
+      for (int x = 0; x < width; ++x) {
+        seed = seed * 1103515245u + 12345u;
+        image[(c * height + y) * width + x] = noise
+            ? (seed >> 8) % 256
+            : 128 + 100 * std::sin(x / 7.0 + c) * std::cos(y / 5.0);
+      }
+    }
+  }
+  return image;
+}
+
+std::vector<float> MakeValues(int count, unsigned int seed = 3) {
+  std::vector<float> values(count);
+  for (int i = 0; i < count; ++i) {
+    seed = seed * 1103515245u + 12345u;
+    values[i] = ((seed >> 8) % 1000) / 1000.0f;
+  }
+  return values;
+}
+
+// out = G in with G_ij = exp(-|f_i - f_j|^2 / 2), planar values.
+std::vector<double> BruteForce(const std::vector<float>& features, int dim,
+                               const std::vector<float>& values, int value_size) {
+  const int n = features.size() / dim;
+  std::vector<double> out(values.size(), 0);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double d2 = 0;
+      for (int t = 0; t < dim; ++t) {
+        const double d = features[i * dim + t] - features[j * dim + t];
+        d2 += d * d;
+      }
+      const double g = std::exp(-d2 / 2);
+      for (int c = 0; c < value_size; ++c) out[c * n + i] += g * values[c * n + j];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// Krähenbühl's lattice approximates the Gaussian only up to a gain that
+// depends on the dimension and the data (we see 0.38 to 0.73) and a shape
+// error; after fitting the gain we measured 6-11 % relative error (L2) on
+// smooth images and 21 % on noise. The bounds below hold those with margin.
+TEST(PermutohedralTest, TestApproximatesGaussian) {
+  const int height = 20, width = 24, value_size = 3, n = height * width;
+  struct Case { int channels; float xy, rgb; bool noise; double max_err; };
+  const Case cases[] = {{3, 5, 20, false, 0.15}, {1, 3, 10, false, 0.15},
+                        {4, 4, 30, false, 0.15}, {3, 100, 15, false, 0.15},
+                        {3, 5, 20, true, 0.3}};
+  for (const Case& t : cases) {
+    const std::vector<float> image = MakeImage(t.channels, height, width, t.noise);
+    const std::vector<float> values = MakeValues(value_size * n);
+    std::vector<float> features(n * (2 + t.channels)), out(values.size());
+    ComputeBilateralFeatures(image.data(), t.channels, height, width, t.xy,
+                             t.rgb, features.data());
+    filterrgbxy(image.data(), t.channels, height, width, values.data(),
+                value_size, t.xy, t.rgb, out.data());
+    const std::vector<double> exact = BruteForce(features, 2 + t.channels,
+                                                 values, value_size);
+    double dot = 0, norm = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      dot += out[i] * exact[i];
+      norm += exact[i] * exact[i];
+    }
+    const double gain = dot / norm;
+    double err = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+      err += (out[i] - gain * exact[i]) * (out[i] - gain * exact[i]);
+    }
+    err = std::sqrt(err / (gain * gain * norm));
+    EXPECT_GT(gain, 0.3) << t.channels << " " << t.xy << " " << t.rgb;
+    EXPECT_LT(gain, 0.8) << t.channels << " " << t.xy << " " << t.rgb;
+    EXPECT_LT(err, t.max_err) << t.channels << " " << t.xy << " " << t.rgb;
+  }
+}
+
+// An isolated point keeps alpha * sum of its squared barycentric weights,
+// between alpha / (d + 1) and alpha, alpha = 1 / (1 + 2^-d).
+TEST(PermutohedralTest, TestSinglePoint) {
+  const float features[5] = {0.3f, 1.7f, 4.2f, -2.5f, 9.1f};
+  PermutohedralLattice lattice;
+  lattice.Init(features, 5, 1);
+  EXPECT_EQ(lattice.num_vertices(), 6);
+  const float one = 1;
+  float out = 0;
+  lattice.Filter(&one, 1, &out);
+  const float alpha = 1 / (1 + std::pow(2.0f, -5));
+  EXPECT_GT(out, alpha / 6);
+  EXPECT_LE(out, alpha);
+}
+
+TEST(PermutohedralTest, TestLinearAndChannelsIndependent) {
+  const int height = 9, width = 11, channels = 3, n = height * width;
+  const std::vector<float> image = MakeImage(channels, height, width, false);
+  std::vector<float> features(n * 5);
+  ComputeBilateralFeatures(image.data(), channels, height, width, 3, 20,
+                           features.data());
+  PermutohedralLattice lattice;
+  lattice.Init(features.data(), 5, n);
+  // Two channels at once equal each channel alone, bit for bit.
+  const std::vector<float> u = MakeValues(n, 1), v = MakeValues(n, 2);
+  std::vector<float> both(2 * n), both_out(2 * n), u_out(n), v_out(n);
+  for (int i = 0; i < n; ++i) {
+    both[2 * i] = u[i];
+    both[2 * i + 1] = v[i];
+  }
+  lattice.Filter(both.data(), 2, both_out.data());
+  lattice.Filter(u.data(), 1, u_out.data());
+  lattice.Filter(v.data(), 1, v_out.data());
+  for (int i = 0; i < n; ++i) {
+    EXPECT_EQ(both_out[2 * i], u_out[i]);
+    EXPECT_EQ(both_out[2 * i + 1], v_out[i]);
+  }
+  // Linear: W (2u - 3v) = 2 W u - 3 W v.
+  std::vector<float> mix(n), mix_out(n);
+  for (int i = 0; i < n; ++i) mix[i] = 2 * u[i] - 3 * v[i];
+  lattice.Filter(mix.data(), 1, mix_out.data());
+  for (int i = 0; i < n; ++i) {
+    EXPECT_NEAR(mix_out[i], 2 * u_out[i] - 3 * v_out[i], 1e-4);
+  }
+}
+
+TEST(PermutohedralTest, TestReuseMatchesFresh) {
+  const int n1 = 12 * 13, n2 = 7 * 5;
+  const std::vector<float> a = MakeImage(3, 12, 13, true, 1);
+  const std::vector<float> b = MakeImage(3, 7, 5, false, 2);
+  std::vector<float> fa(n1 * 5), fb(n2 * 5);
+  ComputeBilateralFeatures(a.data(), 3, 12, 13, 4, 25, fa.data());
+  ComputeBilateralFeatures(b.data(), 3, 7, 5, 4, 25, fb.data());
+  const std::vector<float> values = MakeValues(2 * n1);
+  std::vector<float> reused(2 * n2), fresh(2 * n2);
+  PermutohedralLattice lattice, other;
+  lattice.Init(fa.data(), 5, n1);
+  lattice.Filter(values.data(), 2, std::vector<float>(2 * n1).data());
+  lattice.Init(fb.data(), 5, n2);
+  lattice.Filter(values.data(), 2, reused.data());
+  other.Init(fb.data(), 5, n2);
+  other.Filter(values.data(), 2, fresh.data());
+  EXPECT_EQ(lattice.num_vertices(), other.num_vertices());
+  EXPECT_TRUE(reused == fresh);
+}
+
+TEST(PermutohedralTest, TestFilterrgbxyIsPlanar) {
+  const int height = 6, width = 8, channels = 1, n = height * width;
+  const std::vector<float> image = MakeImage(channels, height, width, true);
+  const std::vector<float> values = MakeValues(3 * n);
+  std::vector<float> out(3 * n);
+  filterrgbxy(image.data(), channels, height, width, values.data(), 3, 2, 30,
+              out.data());
+  for (int c = 0; c < 3; ++c) {
+    std::vector<float> one(values.begin() + c * n, values.begin() + (c + 1) * n);
+    std::vector<float> one_out(n);
+    filterrgbxy(image.data(), channels, height, width, one.data(), 1, 2, 30,
+                one_out.data());
+    for (int i = 0; i < n; ++i) EXPECT_EQ(out[c * n + i], one_out[i]);
+  }
+}
+
+TEST(PermutohedralTest, TestNoPoints) {
+  PermutohedralLattice lattice;
+  lattice.Init(NULL, 5, 0);
+  EXPECT_EQ(lattice.num_vertices(), 0);
+  lattice.Filter(NULL, 3, NULL);
+}
+
+}  // namespace caffe
