@@ -1,0 +1,577 @@
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "boost/filesystem.hpp"
+#include "gtest/gtest.h"
+
+#include "caffe/blob.hpp"
+#include "caffe/common.hpp"
+#include "caffe/filler.hpp"
+#include "caffe/layers/densecrf_loss_layer.hpp"
+#include "caffe/util/permutohedral.hpp"
+
+#include "caffe/test/test_caffe_main.hpp"
+#include "caffe/test/test_gradient_check_util.hpp"
+
+namespace caffe {
+
+namespace {
+
+// Loads a little-endian .npy array (float32, float64 or uint8) as doubles.
+bool LoadNpy(const std::string& path, std::vector<int>* shape,
+             std::vector<double>* data) {
+  std::ifstream in(path.c_str(), std::ios::binary);
+  if (!in) return false;
+  char magic[8];
+  in.read(magic, 8);
+  if (std::string(magic + 1, 5) != "NUMPY") return false;
+  unsigned int header_len = 0;
+  if (magic[6] == 1) {
+    unsigned char b[2];
+    in.read(reinterpret_cast<char*>(b), 2);
+    header_len = b[0] | (b[1] << 8);
+  } else {
+    unsigned char b[4];
+    in.read(reinterpret_cast<char*>(b), 4);
+    header_len = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24);
+  }
+  std::string header(header_len, ' ');
+  in.read(&header[0], header_len);
+  const std::string descr = header.substr(header.find("'descr'") + 10, 3);
+  if (header.find("'fortran_order': False") == std::string::npos) return false;
+  shape->clear();
+  size_t pos = header.find('(', header.find("'shape'")) + 1;
+  size_t count = 1;
+  while (true) {
+    while (header[pos] == ' ' || header[pos] == ',') ++pos;
+    if (header[pos] == ')') break;
+    const int d = std::atoi(header.c_str() + pos);
+    shape->push_back(d);
+    count *= d;
+    while (header[pos] >= '0' && header[pos] <= '9') ++pos;
+  }
+  data->resize(count);
+  if (descr == "f4'" || descr == "<f4") {
+    std::vector<float> raw(count);
+    in.read(reinterpret_cast<char*>(raw.data()), count * 4);
+    for (size_t i = 0; i < count; ++i) (*data)[i] = raw[i];
+  } else if (descr == "f8'" || descr == "<f8") {
+    in.read(reinterpret_cast<char*>(data->data()), count * 8);
+  } else if (descr == "u1'" || descr == "|u1") {
+    std::vector<unsigned char> raw(count);
+    in.read(reinterpret_cast<char*>(raw.data()), count);
+    for (size_t i = 0; i < count; ++i) (*data)[i] = raw[i];
+  } else {
+    return false;
+  }
+  return static_cast<bool>(in);
+}
+
+}  // namespace
+
+template <typename TypeParam>
+class DenseCRFLossLayerTest : public MultiDeviceTest<TypeParam> {
+  typedef typename TypeParam::Dtype Dtype;
+
+ protected:
+  DenseCRFLossLayerTest()
+      : image_(new Blob<Dtype>(2, 3, 5, 6)),
+        prob_(new Blob<Dtype>(2, 3, 5, 6)),
+        top_(new Blob<Dtype>()) {
+    Caffe::set_random_seed(1701);
+    FillImage(image_.get());
+    FillProb(prob_.get());
+    bottom_.push_back(image_.get());
+    bottom_.push_back(prob_.get());
+    top_vec_.push_back(top_.get());
+  }
+
+  // Intensities in [10, 250], with the first row of image 0 zero-padded
+  // (values in (-1, 1) truncate to 0): that row is outside the ROI.
+  void FillImage(Blob<Dtype>* image) {
+    FillerParameter fp;
+    fp.set_min(10);
+    fp.set_max(250);
+    UniformFiller<Dtype>(fp).Fill(image);
+    Dtype* data = image->mutable_cpu_data();
+    for (int c = 0; c < image->channels(); ++c) {
+      for (int x = 0; x < image->width(); ++x) {
+        data[image->offset(0, c, 0, x)] = (x % 3 - 1) * Dtype(0.7);
+      }
+    }
+  }
+
+  // Softmax of Gaussian scores: a distribution over K at every pixel.
+  void FillProb(Blob<Dtype>* prob) {
+    FillerParameter fp;
+    fp.set_std(2);
+    GaussianFiller<Dtype>(fp).Fill(prob);
+    Dtype* p = prob->mutable_cpu_data();
+    const int K = prob->channels(), hw = prob->height() * prob->width();
+    for (int n = 0; n < prob->num(); ++n) {
+      for (int i = 0; i < hw; ++i) {
+        Dtype sum = 0;
+        for (int k = 0; k < K; ++k) {
+          Dtype& v = p[(n * K + k) * hw + i];
+          v = std::exp(v);
+          sum += v;
+        }
+        for (int k = 0; k < K; ++k) p[(n * K + k) * hw + i] /= sum;
+      }
+    }
+  }
+
+  LayerParameter Param(float xy, float rgb, float scale = 1) {
+    LayerParameter param;
+    param.set_name("densecrf_loss");
+    param.add_bottom("data");
+    param.add_bottom("prob");
+    param.mutable_densecrf_loss_param()->set_bi_xy_std(xy);
+    param.mutable_densecrf_loss_param()->set_bi_rgb_std(rgb);
+    param.mutable_densecrf_loss_param()->set_scale_factor(scale);
+    return param;
+  }
+
+  // Loss and gradient (for top diff top_diff) of a fresh layer.
+  Dtype Run(const LayerParameter& param, const vector<Blob<Dtype>*>& bottom,
+            Dtype top_diff = 1) {
+    DenseCRFLossLayer<Dtype> layer(param);
+    layer.SetUp(bottom, top_vec_);
+    const Dtype loss = layer.Forward(bottom, top_vec_);
+    top_->mutable_cpu_diff()[0] = top_diff;
+    vector<bool> down(bottom.size(), false);
+    down[1] = true;
+    layer.Backward(top_vec_, down, bottom);
+    return loss;
+  }
+
+  // The layer's definition restated with filterrgbxy: loss and gradient for
+  // ROI roi (N x h x w, 1 inside), top diff 1.
+  double Expected(const Blob<Dtype>& image, const Blob<Dtype>& prob,
+                  const std::vector<float>& roi, float xy, float rgb,
+                  std::vector<double>* grad) {
+    const int N = image.num(), C = image.channels(), K = prob.channels();
+    const int hw = image.height() * image.width();
+    grad->assign(prob.count(), 0);
+    double loss = 0;
+    for (int n = 0; n < N; ++n) {
+      std::vector<float> img(image.cpu_data() + n * C * hw,
+                             image.cpu_data() + (n + 1) * C * hw);
+      std::vector<float> x(K * hw), wx(K * hw);
+      for (int k = 0; k < K; ++k) {
+        for (int i = 0; i < hw; ++i) {
+          x[k * hw + i] = prob.cpu_data()[(n * K + k) * hw + i] * roi[n * hw + i];
+        }
+      }
+      filterrgbxy(img.data(), C, image.height(), image.width(), x.data(), K,
+                  xy, rgb, wx.data());
+      for (int j = 0; j < K * hw; ++j) {
+        loss -= static_cast<double>(x[j]) * wx[j] / N;
+        (*grad)[n * K * hw + j] = -2.0 * wx[j] * roi[n * hw + j % hw] / N;
+      }
+    }
+    return loss;
+  }
+
+  // The ROI rule: inside unless every channel truncates to 0.
+  std::vector<float> RuleRoi(const Blob<Dtype>& image) {
+    const int hw = image.height() * image.width();
+    std::vector<float> roi(image.num() * hw, 0);
+    for (int n = 0; n < image.num(); ++n) {
+      for (int c = 0; c < image.channels(); ++c) {
+        for (int i = 0; i < hw; ++i) {
+          if (std::trunc(image.cpu_data()[(n * image.channels() + c) * hw + i]) != 0) {
+            roi[n * hw + i] = 1;
+          }
+        }
+      }
+    }
+    return roi;
+  }
+
+  void ExpectMatchesDefinition(float xy, float rgb, Dtype top_diff) {
+    const Dtype loss = Run(Param(xy, rgb), bottom_, top_diff);
+    std::vector<double> grad;
+    const double expected = Expected(*image_, *prob_, RuleRoi(*image_), xy,
+                                     rgb, &grad);
+    EXPECT_NEAR(loss, expected, 1e-5 * std::fabs(expected));
+    EXPECT_NEAR(top_->cpu_data()[0], expected, 1e-5 * std::fabs(expected));
+    for (int i = 0; i < prob_->count(); ++i) {
+      EXPECT_NEAR(prob_->cpu_diff()[i], top_diff * grad[i],
+                  1e-5 * (1 + std::fabs(grad[i])));
+    }
+  }
+
+  shared_ptr<Blob<Dtype> > image_;
+  shared_ptr<Blob<Dtype> > prob_;
+  shared_ptr<Blob<Dtype> > top_;
+  vector<Blob<Dtype>*> bottom_;
+  vector<Blob<Dtype>*> top_vec_;
+};
+
+TYPED_TEST_CASE(DenseCRFLossLayerTest, TestDtypesAndDevices);
+
+TYPED_TEST(DenseCRFLossLayerTest, TestSetUp) {
+  typedef typename TypeParam::Dtype Dtype;
+  LayerParameter param;
+  DenseCRFLossLayer<Dtype> layer(param);
+  layer.SetUp(this->bottom_, this->top_vec_);
+  EXPECT_EQ(this->top_->num_axes(), 0);
+  EXPECT_EQ(layer.loss(0), 1);  // a loss layer weighs 1 by default
+  EXPECT_EQ(param.densecrf_loss_param().bi_xy_std(), 15);
+  EXPECT_EQ(param.densecrf_loss_param().bi_rgb_std(), 40);
+  EXPECT_EQ(param.densecrf_loss_param().scale_factor(), 1);
+}
+
+TYPED_TEST(DenseCRFLossLayerTest, TestForwardBackwardMatchDefinition) {
+  this->ExpectMatchesDefinition(3, 30, 1);
+  this->ExpectMatchesDefinition(100, 15, 0.25);  // top diff scales the gradient
+}
+
+// With tiny sigmas no two pixels share lattice vertices: W is diagonal, so
+// the published gradient -2 W S is the exact gradient and can be checked.
+TYPED_TEST(DenseCRFLossLayerTest, TestGradientDiagonalKernel) {
+  typedef typename TypeParam::Dtype Dtype;
+  DenseCRFLossLayer<Dtype> layer(this->Param(0.01, 0.01));
+  GradientChecker<Dtype> checker(1e-2, 1e-3, 1701);
+  checker.CheckGradientExhaustive(&layer, this->bottom_, this->top_vec_, 1);
+}
+
+TYPED_TEST(DenseCRFLossLayerTest, TestGradientScaleFactorDiagonalKernel) {
+  typedef typename TypeParam::Dtype Dtype;
+  Blob<Dtype> image(2, 3, 8, 7), prob(2, 2, 8, 7);
+  this->FillImage(&image);
+  this->FillProb(&prob);
+  vector<Blob<Dtype>*> bottom;
+  bottom.push_back(&image);
+  bottom.push_back(&prob);
+  for (float scale : {0.5f, 0.7f}) {
+    DenseCRFLossLayer<Dtype> layer(this->Param(0.01, 0.01, scale));
+    GradientChecker<Dtype> checker(1e-2, 1e-3, 1701);
+    checker.CheckGradientExhaustive(&layer, bottom, this->top_vec_, 1);
+  }
+}
+
+// The lattice's W is not exactly symmetric, so -2 W S differs from the true
+// gradient -(W + W^T) S; we measured 2-7 % (relative norm) on such inputs.
+TYPED_TEST(DenseCRFLossLayerTest, TestGradientNearTrueGradient) {
+  typedef typename TypeParam::Dtype Dtype;
+  const LayerParameter param = this->Param(3, 30);
+  this->Run(param, this->bottom_);
+  std::vector<Dtype> analytic(this->prob_->cpu_diff(),
+                              this->prob_->cpu_diff() + this->prob_->count());
+  double err = 0, norm = 0;
+  DenseCRFLossLayer<Dtype> layer(param);
+  layer.SetUp(this->bottom_, this->top_vec_);
+  const Dtype h = 1e-2;
+  for (int i = 0; i < this->prob_->count(); ++i) {
+    Dtype* p = this->prob_->mutable_cpu_data() + i;
+    const Dtype saved = *p;
+    *p = saved + h;
+    const double plus = layer.Forward(this->bottom_, this->top_vec_);
+    *p = saved - h;
+    const double minus = layer.Forward(this->bottom_, this->top_vec_);
+    *p = saved;
+    const double numeric = (plus - minus) / (2 * h);
+    err += (numeric - analytic[i]) * (numeric - analytic[i]);
+    norm += numeric * numeric;
+  }
+  EXPECT_GT(norm, 1);
+  EXPECT_LT(std::sqrt(err / norm), 0.1);
+}
+
+TYPED_TEST(DenseCRFLossLayerTest, TestRoiRule) {
+  typedef typename TypeParam::Dtype Dtype;
+  this->Run(this->Param(5, 20), this->bottom_);
+  // Row 0 of image 0 is zero-padding: no gradient there, elsewhere some.
+  for (int k = 0; k < 3; ++k) {
+    for (int x = 0; x < 6; ++x) {
+      EXPECT_EQ(this->prob_->diff_at(0, k, 0, x), 0);
+      EXPECT_LT(this->prob_->diff_at(0, k, 1, x), 0);
+      EXPECT_LT(this->prob_->diff_at(1, k, 0, x), 0);
+    }
+  }
+  // The same ROI given as a bottom gives the same loss and gradient.
+  const Dtype rule_loss = this->top_->cpu_data()[0];
+  std::vector<Dtype> rule_grad(this->prob_->cpu_diff(),
+                               this->prob_->cpu_diff() + this->prob_->count());
+  Blob<Dtype> roi(2, 1, 5, 6);
+  const std::vector<float> mask = this->RuleRoi(*this->image_);
+  for (int i = 0; i < roi.count(); ++i) roi.mutable_cpu_data()[i] = mask[i] * 3;
+  vector<Blob<Dtype>*> bottom = this->bottom_;
+  bottom.push_back(&roi);
+  this->Run(this->Param(5, 20), bottom);
+  EXPECT_EQ(this->top_->cpu_data()[0], rule_loss);
+  for (int i = 0; i < this->prob_->count(); ++i) {
+    EXPECT_EQ(this->prob_->cpu_diff()[i], rule_grad[i]);
+  }
+}
+
+TYPED_TEST(DenseCRFLossLayerTest, TestRoiBottom) {
+  typedef typename TypeParam::Dtype Dtype;
+  // An explicit ROI (left half) overrides the rule: the padded row counts.
+  Blob<Dtype> roi(2, 1, 5, 6);
+  std::vector<float> mask(roi.count());
+  for (int i = 0; i < roi.count(); ++i) {
+    mask[i] = (i % 6) < 3;
+    roi.mutable_cpu_data()[i] = mask[i];
+  }
+  vector<Blob<Dtype>*> bottom = this->bottom_;
+  bottom.push_back(&roi);
+  const Dtype loss = this->Run(this->Param(4, 25), bottom);
+  std::vector<double> grad;
+  const double expected = this->Expected(*this->image_, *this->prob_, mask, 4,
+                                         25, &grad);
+  EXPECT_NEAR(loss, expected, 1e-5 * std::fabs(expected));
+  for (int i = 0; i < this->prob_->count(); ++i) {
+    EXPECT_NEAR(this->prob_->cpu_diff()[i], grad[i], 1e-5 * (1 + std::fabs(grad[i])));
+    if (i % 6 >= 3) {
+      EXPECT_EQ(this->prob_->cpu_diff()[i], 0);
+    }
+  }
+}
+
+TYPED_TEST(DenseCRFLossLayerTest, TestReshape) {
+  typedef typename TypeParam::Dtype Dtype;
+  const LayerParameter param = this->Param(4, 25);
+  DenseCRFLossLayer<Dtype> layer(param);
+  layer.SetUp(this->bottom_, this->top_vec_);
+  const Dtype first = layer.Forward(this->bottom_, this->top_vec_);
+  // A batch of another size, then the first again: each as a fresh layer.
+  Blob<Dtype> image(3, 3, 7, 4), prob(3, 5, 7, 4);
+  this->FillImage(&image);
+  this->FillProb(&prob);
+  vector<Blob<Dtype>*> other;
+  other.push_back(&image);
+  other.push_back(&prob);
+  layer.Reshape(other, this->top_vec_);
+  const Dtype second = layer.Forward(other, this->top_vec_);
+  EXPECT_EQ(second, this->Run(param, other));
+  layer.Reshape(this->bottom_, this->top_vec_);
+  EXPECT_EQ(layer.Forward(this->bottom_, this->top_vec_), first);
+}
+
+TYPED_TEST(DenseCRFLossLayerTest, TestImageChannels) {
+  typedef typename TypeParam::Dtype Dtype;
+  for (int channels : {1, 3, 4}) {
+    Blob<Dtype> image(2, channels, 6, 5), prob(2, 3, 6, 5);
+    this->FillImage(&image);
+    this->FillProb(&prob);
+    vector<Blob<Dtype>*> bottom;
+    bottom.push_back(&image);
+    bottom.push_back(&prob);
+    const Dtype loss = this->Run(this->Param(3, 20), bottom);
+    std::vector<double> grad;
+    const double expected = this->Expected(image, prob, this->RuleRoi(image),
+                                           3, 20, &grad);
+    EXPECT_NEAR(loss, expected, 1e-5 * std::fabs(expected)) << channels;
+    for (int i = 0; i < prob.count(); ++i) {
+      EXPECT_NEAR(prob.cpu_diff()[i], grad[i], 1e-5 * (1 + std::fabs(grad[i])));
+    }
+  }
+}
+
+// scale_factor 0.5 on even sizes: bilinear (half-pixel) resize averages 2x2
+// blocks and nearest sampling takes the top-left pixel of each block.
+TYPED_TEST(DenseCRFLossLayerTest, TestScaleFactorHalf) {
+  typedef typename TypeParam::Dtype Dtype;
+  Blob<Dtype> image(2, 3, 8, 10), prob(2, 3, 8, 10);
+  this->FillImage(&image);
+  this->FillProb(&prob);
+  Blob<Dtype> small_image(2, 3, 4, 5), small_prob(2, 3, 4, 5);
+  for (int n = 0; n < 2; ++n) {
+    for (int c = 0; c < 3; ++c) {
+      for (int y = 0; y < 4; ++y) {
+        for (int x = 0; x < 5; ++x) {
+          small_image.mutable_cpu_data()[small_image.offset(n, c, y, x)] =
+              image.data_at(n, c, 2 * y, 2 * x);
+          small_prob.mutable_cpu_data()[small_prob.offset(n, c, y, x)] =
+              (prob.data_at(n, c, 2 * y, 2 * x) + prob.data_at(n, c, 2 * y + 1, 2 * x) +
+               prob.data_at(n, c, 2 * y, 2 * x + 1) +
+               prob.data_at(n, c, 2 * y + 1, 2 * x + 1)) / 4;
+        }
+      }
+    }
+  }
+  vector<Blob<Dtype>*> full, small;
+  full.push_back(&image);
+  full.push_back(&prob);
+  small.push_back(&small_image);
+  small.push_back(&small_prob);
+  const Dtype scaled = this->Run(this->Param(6, 20, 0.5), full);
+  const Dtype direct = this->Run(this->Param(3, 20, 1), small);
+  EXPECT_NEAR(scaled, direct, 1e-5 * std::fabs(direct));
+  // Adjoint of 2x2 averaging: each pixel gets a quarter of its block's grad.
+  for (int i = 0; i < prob.count(); ++i) {
+    const int x = i % 10, y = (i / 10) % 8, c = (i / 80) % 3, n = i / 240;
+    const Dtype g = small_prob.diff_at(n, c, y / 2, x / 2) / 4;
+    EXPECT_NEAR(prob.cpu_diff()[i], g, 1e-5 * (1 + std::fabs(g)));
+  }
+}
+
+#ifdef _OPENMP
+TYPED_TEST(DenseCRFLossLayerTest, TestThreadCountInvariance) {
+  typedef typename TypeParam::Dtype Dtype;
+  const int saved = omp_get_max_threads();
+  // One image (threads inside it) and three (threads across them), at full
+  // and reduced resolution.
+  for (int num : {1, 3}) {
+    for (float scale : {1.0f, 0.6f}) {
+      Blob<Dtype> image(num, 3, 9, 11), prob(num, 4, 9, 11);
+      this->FillImage(&image);
+      this->FillProb(&prob);
+      vector<Blob<Dtype>*> bottom;
+      bottom.push_back(&image);
+      bottom.push_back(&prob);
+      std::vector<Dtype> losses, diffs[2];
+      for (int t = 0; t < 2; ++t) {
+        omp_set_num_threads(t + 1);
+        losses.push_back(this->Run(this->Param(4, 30, scale), bottom));
+        diffs[t].assign(prob.cpu_diff(), prob.cpu_diff() + prob.count());
+      }
+      EXPECT_EQ(losses[0], losses[1]) << num << " " << scale;
+      EXPECT_TRUE(diffs[0] == diffs[1]) << num << " " << scale;
+    }
+  }
+  omp_set_num_threads(saved);
+}
+#endif
+
+// The published layer's values (../shared/reference/densecrf_loss, exported
+// to .npy by `make test`) must be reproduced to 1e-3 relative.
+TYPED_TEST(DenseCRFLossLayerTest, TestPublishedReference) {
+  typedef typename TypeParam::Dtype Dtype;
+  const char* dir = std::getenv("RLOSS_REFERENCE_DIR");
+  if (!dir || !boost::filesystem::is_directory(dir)) {
+    std::printf("[  SKIPPED ] RLOSS_REFERENCE_DIR is not set or not a folder:"
+                " the published reference values (../shared) are absent\n");
+    return;
+  }
+  int cases = 0;
+  for (boost::filesystem::directory_iterator it(dir), end; it != end; ++it) {
+    const std::string base = it->path().string() + "/";
+    std::vector<int> ishape, pshape, s;
+    std::vector<double> image, prob, grad, loss, xy, rgb;
+    ASSERT_TRUE(LoadNpy(base + "image.npy", &ishape, &image)) << base;
+    ASSERT_TRUE(LoadNpy(base + "segmentation.npy", &pshape, &prob)) << base;
+    ASSERT_TRUE(LoadNpy(base + "grad.npy", &s, &grad)) << base;
+    ASSERT_TRUE(LoadNpy(base + "loss.npy", &s, &loss)) << base;
+    ASSERT_TRUE(LoadNpy(base + "bi_xy_std.npy", &s, &xy)) << base;
+    ASSERT_TRUE(LoadNpy(base + "bi_rgb_std.npy", &s, &rgb)) << base;
+    Blob<Dtype> image_blob(ishape), prob_blob(pshape);
+    std::copy(image.begin(), image.end(), image_blob.mutable_cpu_data());
+    std::copy(prob.begin(), prob.end(), prob_blob.mutable_cpu_data());
+    vector<Blob<Dtype>*> bottom;
+    bottom.push_back(&image_blob);
+    bottom.push_back(&prob_blob);
+    const Dtype got = this->Run(this->Param(xy[0], rgb[0]), bottom);
+    EXPECT_NEAR(got / loss[0], 1, 1e-3) << base;
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < grad.size(); ++i) {
+      const double d = prob_blob.cpu_diff()[i] - grad[i];
+      err += d * d;
+      norm += grad[i] * grad[i];
+    }
+    EXPECT_LT(std::sqrt(err / norm), 1e-3) << base;
+    ++cases;
+  }
+  EXPECT_GT(cases, 0) << "no reference cases in " << dir;
+}
+
+// Bad input stops with a message that says what is wrong.
+class DenseCRFLossLayerDeathTest : public ::testing::Test {
+ protected:
+  DenseCRFLossLayerDeathTest() : image_(1, 3, 4, 5), prob_(1, 2, 4, 5) {
+    ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+    FillerParameter fp;
+    fp.set_min(1);
+    fp.set_max(200);
+    UniformFiller<float>(fp).Fill(&image_);
+    fp.set_min(0);
+    fp.set_max(1);
+    UniformFiller<float>(fp).Fill(&prob_);
+    bottom_.push_back(&image_);
+    bottom_.push_back(&prob_);
+    top_.push_back(&top_blob_);
+    param_.set_name("crf");
+    param_.add_bottom("data");
+    param_.add_bottom("prob");
+  }
+  void SetUpAndForward() {
+    DenseCRFLossLayer<float> layer(param_);
+    layer.SetUp(bottom_, top_);
+    layer.Forward(bottom_, top_);
+  }
+  Blob<float> image_, prob_, top_blob_;
+  vector<Blob<float>*> bottom_, top_;
+  LayerParameter param_;
+};
+
+TEST_F(DenseCRFLossLayerDeathTest, TestNonPositiveSigma) {
+  param_.mutable_densecrf_loss_param()->set_bi_xy_std(0);
+  EXPECT_DEATH(SetUpAndForward(), "'crf': bi_xy_std is 0; set densecrf_loss_param");
+  param_.mutable_densecrf_loss_param()->set_bi_xy_std(10);
+  param_.mutable_densecrf_loss_param()->set_bi_rgb_std(-3);
+  EXPECT_DEATH(SetUpAndForward(), "bi_rgb_std is -3; set densecrf_loss_param");
+}
+
+TEST_F(DenseCRFLossLayerDeathTest, TestScaleFactorRange) {
+  param_.mutable_densecrf_loss_param()->set_scale_factor(0);
+  EXPECT_DEATH(SetUpAndForward(), "scale_factor is 0; it must lie in \\(0, 1\\]");
+  param_.mutable_densecrf_loss_param()->set_scale_factor(1.5);
+  EXPECT_DEATH(SetUpAndForward(), "scale_factor is 1.5");
+  param_.mutable_densecrf_loss_param()->set_scale_factor(0.1);
+  EXPECT_DEATH(SetUpAndForward(), "shrinks the 4 x 5 input to nothing");
+}
+
+TEST_F(DenseCRFLossLayerDeathTest, TestShapeMismatch) {
+  prob_.Reshape(1, 2, 4, 6);
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image, 1 3 4 5 \\(60\\)\\) and "
+               "bottom\\[1\\] \\(the probabilities, 1 2 4 6 \\(48\\)\\) must agree");
+  prob_.Reshape(2, 2, 4, 5);
+  EXPECT_DEATH(SetUpAndForward(), "must agree in N, H and W");
+  prob_.Reshape(1, 0, 4, 5);
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[1\\] \\(the probabilities\\) has no classes");
+  prob_.Reshape(1, 2, 4, 5);
+  image_.Reshape(1, 0, 4, 5);
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image\\) has no channels");
+  image_.Reshape(std::vector<int>(3, 4));
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image\\) must be N x C x H x W");
+}
+
+TEST_F(DenseCRFLossLayerDeathTest, TestRoiShape) {
+  Blob<float> roi(1, 2, 4, 5);
+  bottom_.push_back(&roi);
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[2\\] \\(the ROI\\) must be N x 1 x H x W"
+               " = 1 x 1 x 4 x 5, got 1 2 4 5");
+}
+
+TEST_F(DenseCRFLossLayerDeathTest, TestNonFinite) {
+  prob_.mutable_cpu_data()[prob_.offset(0, 1, 2, 3)] = NAN;
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[1\\] \\(the probabilities\\) 1 2 4 5 "
+               "\\(40\\) holds nan at \\(n, c, y, x\\) = \\(0, 1, 2, 3\\)");
+  prob_.mutable_cpu_data()[prob_.offset(0, 1, 2, 3)] = 0.5;
+  image_.mutable_cpu_data()[image_.offset(0, 2, 1, 4)] = INFINITY;
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image\\) .* holds inf at "
+               "\\(n, c, y, x\\) = \\(0, 2, 1, 4\\)");
+}
+
+TEST_F(DenseCRFLossLayerDeathTest, TestBackwardToImage) {
+  DenseCRFLossLayer<float> layer(param_);
+  layer.SetUp(bottom_, top_);
+  layer.Forward(bottom_, top_);
+  vector<bool> down(2, true);
+  EXPECT_DEATH(layer.Backward(top_, down, bottom_),
+               "has no gradient for bottom\\[0\\] \\(the image\\); set its"
+               " propagate_down: false");
+}
+
+}  // namespace caffe
