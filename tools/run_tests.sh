@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run the C++ tests (our gtest cases in Caffe's test binary) and the Python
+# tests (pytest) against the build that ./.caffe links to. Argument: cpp,
+# python or nothing for both.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+PYTHON=${PYTHON:-python3}
+what=${1:-all}
+[ -d .caffe/build ] || { echo "no Caffe build: run 'make' first" >&2; exit 1; }
+source ./env.sh
+export RLOSS_SHARED=${RLOSS_SHARED:-$(cd "$REPO/.." && pwd)/shared}
+
+if [ "$what" != python ]; then
+  # The published reference values, as .npy files the C++ test can read.
+  if [ -d "$RLOSS_SHARED/reference/densecrf_loss" ]; then
+    export RLOSS_REFERENCE_DIR="$REPO/build/reference/densecrf_loss"
+    "$PYTHON" tools/export_reference.py "$RLOSS_SHARED/reference/densecrf_loss" "$RLOSS_REFERENCE_DIR"
+  else
+    echo "note: $RLOSS_SHARED/reference/densecrf_loss is absent: the C++ reference test will skip"
+  fi
+  testbin=$(find -L .caffe/build -name test.testbin -type f | head -1)
+  [ -n "$testbin" ] || { echo "no test binary under .caffe/build" >&2; exit 1; }
+  echo "== C++ tests ($testbin)"
+  "$testbin" --gtest_filter='-*GPU*' --gtest_color=no 2>&1 | grep -v '^\[       OK \]\|^\[ RUN      \]' || exit 1
+fi
+if [ "$what" != cpp ]; then
+  echo "== Python tests"
+  "$PYTHON" -m pytest -q tests
+fi
