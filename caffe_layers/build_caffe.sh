@@ -49,7 +49,8 @@ fetch_sdist() {  # -> path of the verified tarball
     printf '%s==%s --hash=sha256:%s\n' "$SDIST_NAME" "$SDIST_VERSION" "$SDIST_SHA256" > "$tmp/req.txt"
     # --require-hashes makes pip check the hash before it unpacks anything.
     "$PYTHON" -m pip download -q --no-deps --no-binary :all: --require-hashes \
-      -r "$tmp/req.txt" -d "$tmp" >&2 || die "pip could not fetch $SDIST_NAME==$SDIST_VERSION (or its hash did not match $SDIST_SHA256)"
+      -r "$tmp/req.txt" -d "$tmp" > "$tmp/pip.log" 2>&1 \
+      || { cat "$tmp/pip.log" >&2; die "pip could not fetch $SDIST_NAME==$SDIST_VERSION, or its sha256 is not $SDIST_SHA256"; }
     mv "$tmp/$SDIST_FILE" "$file"
     rm -rf "$tmp"
   fi
@@ -63,12 +64,13 @@ overlay() {  # copy our C++ into a Caffe tree, changed files only; drop files we
   local new; new=$(cd "$REPO" && find include/caffe src/caffe -type f \( -name '*.hpp' -o -name '*.cpp' -o -name '*.cu' \) | sort)
   touch "$manifest"
   comm -23 "$manifest" <(echo "$new") | while read -r f; do rm -f "$root/$f"; done
-  for f in $new; do
-    cmp -s "$REPO/$f" "$root/$f" 2>/dev/null && continue
-    if [ -e "$root/$f" ] && ! grep -qFx "$f" "$manifest"; then
+  for f in $new; do  # check all before touching anything
+    if [ -e "$root/$f" ] && ! grep -qFx "$f" "$manifest" && ! cmp -s "$REPO/$f" "$root/$f"; then
       die "$root/$f already exists and differs from rloss's $f (an older copy of this layer?); remove it or build into a clean tree"
     fi
-    install -D -m 644 "$REPO/$f" "$root/$f"
+  done
+  for f in $new; do
+    cmp -s "$REPO/$f" "$root/$f" 2>/dev/null || install -D -m 644 "$REPO/$f" "$root/$f"
   done
   echo "$new" > "$manifest"
 }
@@ -113,7 +115,7 @@ build_user_tree() {
   "$PYTHON" "$REPO/caffe_layers/merge_proto.py" "$root/src/caffe/proto/caffe.proto"
   if [ -f "$root/Makefile.config" ]; then
     grep -q -- '-fopenmp' "$root/Makefile.config" || \
-      say "note: Makefile.config has no -fopenmp; add 'COMMON_FLAGS += -fopenmp' and 'LDFLAGS += -fopenmp' to use both cores"
+      say "note: Makefile.config has no -fopenmp, so the layers run on one core; add 'CXXFLAGS += -fopenmp' and 'LINKFLAGS += -fopenmp' to it"
     say "building $root with its Makefile"
     (cd "$root" && make -j"$JOBS" all pycaffe test) || die "Caffe's Makefile build failed in $root"
   else

@@ -268,6 +268,7 @@ template <typename Dtype>
 void DenseCRFLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   CheckFinite(*bottom[0], "bottom[0] (the image)");
+  if (bottom.size() > 2) CheckFinite(*bottom[2], "bottom[2] (the ROI)");
   ComputeRoi(bottom);
   const int hw = small_height_ * small_width_;
   const int plane = height_ * width_;
@@ -305,7 +306,6 @@ void DenseCRFLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   for (int n = 0; n < num_; ++n) loss += image_loss_[n];
   if (!std::isfinite(loss)) {
     CheckFinite(*bottom[1], "bottom[1] (the probabilities)");
-    if (bottom.size() > 2) CheckFinite(*bottom[2], "bottom[2] (the ROI)");
     LOG(FATAL) << "DenseCRFLoss layer '" << this->layer_param_.name()
         << "': the loss overflowed to " << loss << "; the image values are"
         << " too large for bi_rgb_std " << sigma_rgb_;

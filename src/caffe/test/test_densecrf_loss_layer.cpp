@@ -562,6 +562,12 @@ TEST_F(DenseCRFLossLayerDeathTest, TestNonFinite) {
   image_.mutable_cpu_data()[image_.offset(0, 2, 1, 4)] = INFINITY;
   EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image\\) .* holds inf at "
                "\\(n, c, y, x\\) = \\(0, 2, 1, 4\\)");
+  image_.mutable_cpu_data()[image_.offset(0, 2, 1, 4)] = 7;
+  Blob<float> roi(1, 1, 4, 5);
+  roi.mutable_cpu_data()[roi.offset(0, 0, 3, 1)] = NAN;
+  bottom_.push_back(&roi);
+  EXPECT_DEATH(SetUpAndForward(), "bottom\\[2\\] \\(the ROI\\) .* holds nan at "
+               "\\(n, c, y, x\\) = \\(0, 0, 3, 1\\)");
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestBackwardToImage) {
