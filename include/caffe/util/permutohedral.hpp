@@ -36,8 +36,10 @@ class PermutohedralLattice {
   int num_vertices() const { return num_vertices_; }
 
  private:
-  int FindOrInsert(const int* key);
+  /// The vertex with this key, or -1 with *slot the free slot to put it in.
+  int Probe(const int* key, unsigned int* slot) const;
   int Find(const int* key) const;
+  int FindOrInsert(const int* key);
 
   int dim_;
   int num_points_;

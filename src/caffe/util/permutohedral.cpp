@@ -19,16 +19,21 @@ inline unsigned int HashKey(const int* key, int dim) {
 
 }  // namespace
 
-int PermutohedralLattice::Find(const int* key) const {
-  unsigned int slot = HashKey(key, dim_) & table_mask_;
+int PermutohedralLattice::Probe(const int* key, unsigned int* slot) const {
+  *slot = HashKey(key, dim_) & table_mask_;
   while (true) {
-    const int v = table_[slot];
+    const int v = table_[*slot];
     if (v < 0) return -1;
     if (std::equal(key, key + dim_, &keys_[static_cast<size_t>(v) * dim_])) {
       return v;
     }
-    slot = (slot + 1) & table_mask_;
+    *slot = (*slot + 1) & table_mask_;
   }
+}
+
+int PermutohedralLattice::Find(const int* key) const {
+  unsigned int slot;
+  return Probe(key, &slot);
 }
 
 int PermutohedralLattice::FindOrInsert(const int* key) {
@@ -43,15 +48,9 @@ int PermutohedralLattice::FindOrInsert(const int* key) {
       table_[slot] = v;
     }
   }
-  unsigned int slot = HashKey(key, dim_) & table_mask_;
-  while (true) {
-    const int v = table_[slot];
-    if (v < 0) break;
-    if (std::equal(key, key + dim_, &keys_[static_cast<size_t>(v) * dim_])) {
-      return v;
-    }
-    slot = (slot + 1) & table_mask_;
-  }
+  unsigned int slot;
+  const int found = Probe(key, &slot);
+  if (found >= 0) return found;
   table_[slot] = num_vertices_;
   keys_.insert(keys_.end(), key, key + dim_);
   return num_vertices_++;
