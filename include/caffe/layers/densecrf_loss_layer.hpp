@@ -17,7 +17,8 @@ namespace caffe {
  *        Weakly-supervised CNN Segmentation", ECCV 2018):
  *        @f$ E = -\frac{1}{N} \sum_n \sum_k (S_{nk} \odot R_n)^\top W_n
  *        (S_{nk} \odot R_n) @f$, W_n the bilateral Gaussian over
- *        (x/\sigma_{xy}, y/\sigma_{xy}, I_1/\sigma_{rgb}, ..., I_C/\sigma_{rgb})
+ *        (x/\sigma_{xy}, y/\sigma_{xy}, I_1/\sigma_{rgb}, ...,
+ *        I_C/\sigma_{rgb})
  *        filtered on a permutohedral lattice, R_n the region of interest.
  *
  * Bottoms: image N x C x H x W (any C >= 1); probabilities N x K x H x W;

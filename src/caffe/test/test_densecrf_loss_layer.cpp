@@ -129,6 +129,21 @@ class DenseCRFLossLayerTest : public MultiDeviceTest<TypeParam> {
     }
   }
 
+  // A filled image and probabilities, owned by the fixture, as bottoms.
+  vector<Blob<Dtype>*> MakeBottom(int num, int channels, int classes,
+                                  int height, int width) {
+    owned_.push_back(shared_ptr<Blob<Dtype> >(
+        new Blob<Dtype>(num, channels, height, width)));
+    FillImage(owned_.back().get());
+    owned_.push_back(shared_ptr<Blob<Dtype> >(
+        new Blob<Dtype>(num, classes, height, width)));
+    FillProb(owned_.back().get());
+    vector<Blob<Dtype>*> bottom;
+    bottom.push_back(owned_[owned_.size() - 2].get());
+    bottom.push_back(owned_.back().get());
+    return bottom;
+  }
+
   LayerParameter Param(float xy, float rgb, float scale = 1) {
     LayerParameter param;
     param.set_name("densecrf_loss");
@@ -168,7 +183,8 @@ class DenseCRFLossLayerTest : public MultiDeviceTest<TypeParam> {
       std::vector<float> x(K * hw), wx(K * hw);
       for (int k = 0; k < K; ++k) {
         for (int i = 0; i < hw; ++i) {
-          x[k * hw + i] = prob.cpu_data()[(n * K + k) * hw + i] * roi[n * hw + i];
+          x[k * hw + i] =
+              prob.cpu_data()[(n * K + k) * hw + i] * roi[n * hw + i];
         }
       }
       filterrgbxy(img.data(), C, image.height(), image.width(), x.data(), K,
@@ -188,7 +204,8 @@ class DenseCRFLossLayerTest : public MultiDeviceTest<TypeParam> {
     for (int n = 0; n < image.num(); ++n) {
       for (int c = 0; c < image.channels(); ++c) {
         for (int i = 0; i < hw; ++i) {
-          if (std::trunc(image.cpu_data()[(n * image.channels() + c) * hw + i]) != 0) {
+          const int at = (n * image.channels() + c) * hw + i;
+          if (std::trunc(image.cpu_data()[at]) != 0) {
             roi[n * hw + i] = 1;
           }
         }
@@ -215,6 +232,7 @@ class DenseCRFLossLayerTest : public MultiDeviceTest<TypeParam> {
   shared_ptr<Blob<Dtype> > top_;
   vector<Blob<Dtype>*> bottom_;
   vector<Blob<Dtype>*> top_vec_;
+  vector<shared_ptr<Blob<Dtype> > > owned_;
 };
 
 TYPED_TEST_CASE(DenseCRFLossLayerTest, TestDtypesAndDevices);
@@ -247,12 +265,7 @@ TYPED_TEST(DenseCRFLossLayerTest, TestGradientDiagonalKernel) {
 
 TYPED_TEST(DenseCRFLossLayerTest, TestGradientScaleFactorDiagonalKernel) {
   typedef typename TypeParam::Dtype Dtype;
-  Blob<Dtype> image(2, 3, 8, 7), prob(2, 2, 8, 7);
-  this->FillImage(&image);
-  this->FillProb(&prob);
-  vector<Blob<Dtype>*> bottom;
-  bottom.push_back(&image);
-  bottom.push_back(&prob);
+  vector<Blob<Dtype>*> bottom = this->MakeBottom(2, 3, 2, 8, 7);
   for (float scale : {0.5f, 0.7f}) {
     DenseCRFLossLayer<Dtype> layer(this->Param(0.01, 0.01, scale));
     GradientChecker<Dtype> checker(1e-2, 1e-3, 1701);
@@ -332,7 +345,8 @@ TYPED_TEST(DenseCRFLossLayerTest, TestRoiBottom) {
                                          25, &grad);
   EXPECT_NEAR(loss, expected, 1e-5 * std::fabs(expected));
   for (int i = 0; i < this->prob_->count(); ++i) {
-    EXPECT_NEAR(this->prob_->cpu_diff()[i], grad[i], 1e-5 * (1 + std::fabs(grad[i])));
+    EXPECT_NEAR(this->prob_->cpu_diff()[i], grad[i],
+                1e-5 * (1 + std::fabs(grad[i])));
     if (i % 6 >= 3) {
       EXPECT_EQ(this->prob_->cpu_diff()[i], 0);
     }
@@ -346,12 +360,7 @@ TYPED_TEST(DenseCRFLossLayerTest, TestReshape) {
   layer.SetUp(this->bottom_, this->top_vec_);
   const Dtype first = layer.Forward(this->bottom_, this->top_vec_);
   // A batch of another size, then the first again: each as a fresh layer.
-  Blob<Dtype> image(3, 3, 7, 4), prob(3, 5, 7, 4);
-  this->FillImage(&image);
-  this->FillProb(&prob);
-  vector<Blob<Dtype>*> other;
-  other.push_back(&image);
-  other.push_back(&prob);
+  vector<Blob<Dtype>*> other = this->MakeBottom(3, 3, 5, 7, 4);
   layer.Reshape(other, this->top_vec_);
   const Dtype second = layer.Forward(other, this->top_vec_);
   EXPECT_EQ(second, this->Run(param, other));
@@ -362,12 +371,10 @@ TYPED_TEST(DenseCRFLossLayerTest, TestReshape) {
 TYPED_TEST(DenseCRFLossLayerTest, TestImageChannels) {
   typedef typename TypeParam::Dtype Dtype;
   for (int channels : {1, 3, 4}) {
-    Blob<Dtype> image(2, channels, 6, 5), prob(2, 3, 6, 5);
-    this->FillImage(&image);
-    this->FillProb(&prob);
-    vector<Blob<Dtype>*> bottom;
-    bottom.push_back(&image);
-    bottom.push_back(&prob);
+    vector<Blob<Dtype>*> bottom =
+        this->MakeBottom(2, channels, 3, 6, 5);
+    Blob<Dtype>& image = *bottom[0];
+    Blob<Dtype>& prob = *bottom[1];
     const Dtype loss = this->Run(this->Param(3, 20), bottom);
     std::vector<double> grad;
     const double expected = this->Expected(image, prob, this->RuleRoi(image),
@@ -383,9 +390,9 @@ TYPED_TEST(DenseCRFLossLayerTest, TestImageChannels) {
 // blocks and nearest sampling takes the top-left pixel of each block.
 TYPED_TEST(DenseCRFLossLayerTest, TestScaleFactorHalf) {
   typedef typename TypeParam::Dtype Dtype;
-  Blob<Dtype> image(2, 3, 8, 10), prob(2, 3, 8, 10);
-  this->FillImage(&image);
-  this->FillProb(&prob);
+  vector<Blob<Dtype>*> full = this->MakeBottom(2, 3, 3, 8, 10);
+  Blob<Dtype>& image = *full[0];
+  Blob<Dtype>& prob = *full[1];
   Blob<Dtype> small_image(2, 3, 4, 5), small_prob(2, 3, 4, 5);
   for (int n = 0; n < 2; ++n) {
     for (int c = 0; c < 3; ++c) {
@@ -394,16 +401,15 @@ TYPED_TEST(DenseCRFLossLayerTest, TestScaleFactorHalf) {
           small_image.mutable_cpu_data()[small_image.offset(n, c, y, x)] =
               image.data_at(n, c, 2 * y, 2 * x);
           small_prob.mutable_cpu_data()[small_prob.offset(n, c, y, x)] =
-              (prob.data_at(n, c, 2 * y, 2 * x) + prob.data_at(n, c, 2 * y + 1, 2 * x) +
+              (prob.data_at(n, c, 2 * y, 2 * x) +
+               prob.data_at(n, c, 2 * y + 1, 2 * x) +
                prob.data_at(n, c, 2 * y, 2 * x + 1) +
                prob.data_at(n, c, 2 * y + 1, 2 * x + 1)) / 4;
         }
       }
     }
   }
-  vector<Blob<Dtype>*> full, small;
-  full.push_back(&image);
-  full.push_back(&prob);
+  vector<Blob<Dtype>*> small;
   small.push_back(&small_image);
   small.push_back(&small_prob);
   const Dtype scaled = this->Run(this->Param(6, 20, 0.5), full);
@@ -425,12 +431,8 @@ TYPED_TEST(DenseCRFLossLayerTest, TestThreadCountInvariance) {
   // and reduced resolution.
   for (int num : {1, 3}) {
     for (float scale : {1.0f, 0.6f}) {
-      Blob<Dtype> image(num, 3, 9, 11), prob(num, 4, 9, 11);
-      this->FillImage(&image);
-      this->FillProb(&prob);
-      vector<Blob<Dtype>*> bottom;
-      bottom.push_back(&image);
-      bottom.push_back(&prob);
+      vector<Blob<Dtype>*> bottom = this->MakeBottom(num, 3, 4, 9, 11);
+      Blob<Dtype>& prob = *bottom[1];
       std::vector<Dtype> losses, diffs[2];
       for (int t = 0; t < 2; ++t) {
         omp_set_num_threads(t + 1);
@@ -517,57 +519,71 @@ class DenseCRFLossLayerDeathTest : public ::testing::Test {
 
 TEST_F(DenseCRFLossLayerDeathTest, TestNonPositiveSigma) {
   param_.mutable_densecrf_loss_param()->set_bi_xy_std(0);
-  EXPECT_DEATH(SetUpAndForward(), "'crf': bi_xy_std is 0; set densecrf_loss_param");
+  EXPECT_DEATH(SetUpAndForward(),
+      "'crf': bi_xy_std is 0; set densecrf_loss_param");
   param_.mutable_densecrf_loss_param()->set_bi_xy_std(10);
   param_.mutable_densecrf_loss_param()->set_bi_rgb_std(-3);
-  EXPECT_DEATH(SetUpAndForward(), "bi_rgb_std is -3; set densecrf_loss_param");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bi_rgb_std is -3; set densecrf_loss_param");
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestScaleFactorRange) {
   param_.mutable_densecrf_loss_param()->set_scale_factor(0);
-  EXPECT_DEATH(SetUpAndForward(), "scale_factor is 0; it must lie in \\(0, 1\\]");
+  EXPECT_DEATH(SetUpAndForward(),
+      "scale_factor is 0; it must lie in \\(0, 1\\]");
   param_.mutable_densecrf_loss_param()->set_scale_factor(1.5);
-  EXPECT_DEATH(SetUpAndForward(), "scale_factor is 1.5");
+  EXPECT_DEATH(SetUpAndForward(),
+      "scale_factor is 1.5");
   param_.mutable_densecrf_loss_param()->set_scale_factor(0.1);
-  EXPECT_DEATH(SetUpAndForward(), "shrinks the 4 x 5 input to nothing");
+  EXPECT_DEATH(SetUpAndForward(),
+      "shrinks the 4 x 5 input to nothing");
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestShapeMismatch) {
   prob_.Reshape(1, 2, 4, 6);
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image, 1 3 4 5 \\(60\\)\\) and "
-               "bottom\\[1\\] \\(the probabilities, 1 2 4 6 \\(48\\)\\) must agree");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[0\\] \\(the image, 1 3 4 5 \\(60\\)\\) and "
+      "bottom\\[1\\] \\(the probabilities, 1 2 4 6 \\(48\\)\\) must agree");
   prob_.Reshape(2, 2, 4, 5);
-  EXPECT_DEATH(SetUpAndForward(), "must agree in N, H and W");
+  EXPECT_DEATH(SetUpAndForward(),
+      "must agree in N, H and W");
   prob_.Reshape(1, 0, 4, 5);
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[1\\] \\(the probabilities\\) has no classes");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[1\\] \\(the probabilities\\) has no classes");
   prob_.Reshape(1, 2, 4, 5);
   image_.Reshape(1, 0, 4, 5);
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image\\) has no channels");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[0\\] \\(the image\\) has no channels");
   image_.Reshape(std::vector<int>(3, 4));
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image\\) must be N x C x H x W");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[0\\] \\(the image\\) must be N x C x H x W");
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestRoiShape) {
   Blob<float> roi(1, 2, 4, 5);
   bottom_.push_back(&roi);
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[2\\] \\(the ROI\\) must be N x 1 x H x W"
-               " = 1 x 1 x 4 x 5, got 1 2 4 5");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[2\\] \\(the ROI\\) must be N x 1 x H x W"
+      " = 1 x 1 x 4 x 5, got 1 2 4 5");
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestNonFinite) {
   prob_.mutable_cpu_data()[prob_.offset(0, 1, 2, 3)] = NAN;
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[1\\] \\(the probabilities\\) 1 2 4 5 "
-               "\\(40\\) holds nan at \\(n, c, y, x\\) = \\(0, 1, 2, 3\\)");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[1\\] \\(the probabilities\\) 1 2 4 5 "
+      "\\(40\\) holds nan at \\(n, c, y, x\\) = \\(0, 1, 2, 3\\)");
   prob_.mutable_cpu_data()[prob_.offset(0, 1, 2, 3)] = 0.5;
   image_.mutable_cpu_data()[image_.offset(0, 2, 1, 4)] = INFINITY;
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[0\\] \\(the image\\) .* holds inf at "
-               "\\(n, c, y, x\\) = \\(0, 2, 1, 4\\)");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[0\\] \\(the image\\) .* holds inf at "
+      "\\(n, c, y, x\\) = \\(0, 2, 1, 4\\)");
   image_.mutable_cpu_data()[image_.offset(0, 2, 1, 4)] = 7;
   Blob<float> roi(1, 1, 4, 5);
   roi.mutable_cpu_data()[roi.offset(0, 0, 3, 1)] = NAN;
   bottom_.push_back(&roi);
-  EXPECT_DEATH(SetUpAndForward(), "bottom\\[2\\] \\(the ROI\\) .* holds nan at "
-               "\\(n, c, y, x\\) = \\(0, 0, 3, 1\\)");
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[2\\] \\(the ROI\\) .* holds nan at "
+      "\\(n, c, y, x\\) = \\(0, 0, 3, 1\\)");
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestBackwardToImage) {

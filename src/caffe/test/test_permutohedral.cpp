@@ -37,7 +37,7 @@ std::vector<float> MakeValues(int count, unsigned int seed = 3) {
 
 // out = G in with G_ij = exp(-|f_i - f_j|^2 / 2), planar values.
 std::vector<double> BruteForce(const std::vector<float>& features, int dim,
-                               const std::vector<float>& values, int value_size) {
+    const std::vector<float>& values, int value_size) {
   const int n = features.size() / dim;
   std::vector<double> out(values.size(), 0);
   for (int i = 0; i < n; ++i) {
@@ -48,7 +48,9 @@ std::vector<double> BruteForce(const std::vector<float>& features, int dim,
         d2 += d * d;
       }
       const double g = std::exp(-d2 / 2);
-      for (int c = 0; c < value_size; ++c) out[c * n + i] += g * values[c * n + j];
+      for (int c = 0; c < value_size; ++c) {
+        out[c * n + i] += g * values[c * n + j];
+      }
     }
   }
   return out;
@@ -67,7 +69,8 @@ TEST(PermutohedralTest, TestApproximatesGaussian) {
                         {4, 4, 30, false, 0.15}, {3, 100, 15, false, 0.15},
                         {3, 5, 20, true, 0.3}};
   for (const Case& t : cases) {
-    const std::vector<float> image = MakeImage(t.channels, height, width, t.noise);
+    const std::vector<float> image =
+        MakeImage(t.channels, height, width, t.noise);
     const std::vector<float> values = MakeValues(value_size * n);
     std::vector<float> features(n * (2 + t.channels)), out(values.size());
     ComputeBilateralFeatures(image.data(), t.channels, height, width, t.xy,
@@ -167,7 +170,8 @@ TEST(PermutohedralTest, TestFilterrgbxyIsPlanar) {
   filterrgbxy(image.data(), channels, height, width, values.data(), 3, 2, 30,
               out.data());
   for (int c = 0; c < 3; ++c) {
-    std::vector<float> one(values.begin() + c * n, values.begin() + (c + 1) * n);
+    std::vector<float> one(values.begin() + c * n,
+                           values.begin() + (c + 1) * n);
     std::vector<float> one_out(n);
     filterrgbxy(image.data(), channels, height, width, one.data(), 1, 2, 30,
                 one_out.data());

@@ -56,7 +56,8 @@ int PermutohedralLattice::FindOrInsert(const int* key) {
   return num_vertices_++;
 }
 
-void PermutohedralLattice::Init(const float* features, int dim, int num_points) {
+void PermutohedralLattice::Init(const float* features, int dim,
+    int num_points) {
   dim_ = dim;
   num_points_ = num_points;
   num_vertices_ = 0;
@@ -139,7 +140,8 @@ void PermutohedralLattice::Init(const float* features, int dim, int num_points) 
     // The simplex's d+1 vertices: remainder0 plus the canonical offsets.
     for (int r = 0; r < d1; ++r) {
       for (int i = 0; i < dim; ++i) {
-        key[i] = static_cast<int>(remainder0[i]) + (rank[i] <= dim - r ? r : r - d1);
+        key[i] = static_cast<int>(remainder0[i]) +
+            (rank[i] <= dim - r ? r : r - d1);
       }
       const size_t at = static_cast<size_t>(p) * d1 + r;
       vertex_[at] = FindOrInsert(key) + 1;  // +1: row 0 is "absent"
@@ -174,7 +176,9 @@ void PermutohedralLattice::Filter(const float* in, int value_size, float* out) {
   const int vs = value_size;
   const size_t rows = static_cast<size_t>(num_vertices_) + 1;
   values_.assign(rows * vs, 0.0f);
-  scratch_.assign(rows * vs, 0.0f);
+  // The blur writes every row of scratch_ but row 0, which must read as 0.
+  scratch_.resize(rows * vs);
+  std::fill(scratch_.begin(), scratch_.begin() + vs, 0.0f);
 
   // Splat: scatter each point's values onto its simplex's vertices.
   for (int p = 0; p < num_points_; ++p) {
@@ -232,7 +236,9 @@ void ComputeBilateralFeatures(const float* image, int channels, int height,
       float* f = features + i * dim;
       f[0] = x / sigma_xy;
       f[1] = y / sigma_xy;
-      for (int c = 0; c < channels; ++c) f[2 + c] = image[c * plane + i] / sigma_rgb;
+      for (int c = 0; c < channels; ++c) {
+        f[2 + c] = image[c * plane + i] / sigma_rgb;
+      }
     }
   }
 }
@@ -252,7 +258,9 @@ void filterrgbxy(const float* image, int channels, int height, int width,
   }
   lattice.Filter(&in[0], value_size, &filtered[0]);
   for (int c = 0; c < value_size; ++c) {
-    for (size_t i = 0; i < n; ++i) out[c * n + i] = filtered[i * value_size + c];
+    for (size_t i = 0; i < n; ++i) {
+      out[c * n + i] = filtered[i * value_size + c];
+    }
   }
 }
 
