@@ -38,6 +38,9 @@ CMAKE_OPTS=(
   -DPYTHON_INCLUDE_DIR="$PY_INC" -DPYTHON_LIBRARY="$PY_LIB"
   -DCMAKE_CXX_FLAGS="$CXX_FLAGS"
   -DCMAKE_EXE_LINKER_FLAGS=-fopenmp -DCMAKE_SHARED_LINKER_FLAGS=-fopenmp
+  # libpng, at the end of every link line: ImageSegData reads palette PNG
+  # labels as indices (OpenCV cannot).
+  -DCMAKE_CXX_STANDARD_LIBRARIES=-lpng
 )
 
 fetch_sdist() {  # -> path of the verified tarball
@@ -116,6 +119,8 @@ build_user_tree() {
   if [ -f "$root/Makefile.config" ]; then
     grep -q -- '-fopenmp' "$root/Makefile.config" || \
       say "note: Makefile.config has no -fopenmp, so the layers run on one core; add 'CXXFLAGS += -fopenmp' and 'LINKFLAGS += -fopenmp' to it"
+    grep -Eq 'LIBRARIES.*png' "$root/Makefile.config" || \
+      die "ImageSegData reads label PNGs with libpng: add 'LIBRARIES += png' to $root/Makefile.config"
     say "building $root with its Makefile"
     (cd "$root" && make -j"$JOBS" all pycaffe test) || die "Caffe's Makefile build failed in $root"
   else

@@ -55,8 +55,34 @@ message DenseCRFLossParameter {
 }
 """
     merged, added = merge_proto.merge(fork, FRAGMENT)
-    assert added == ["DenseCRFLossParameter.scale_factor"]
+    assert "DenseCRFLossParameter.scale_factor" in added
+    assert not any(a.startswith("DenseCRFLossParameter.bi_") for a in added)
+    assert "LayerParameter.densecrf_loss_param" not in added
     assert merged.count("densecrf_loss_param") == 1
+
+
+def test_deeplab_image_data_fields_written_differently_are_kept():
+    fork = MINI + """
+message ImageDataParameter {
+  optional string source = 1;
+  optional int32 ignore_label = 15 [default = 255];
+  enum LabelType { NONE = 0; IMAGE = 1; PIXEL = 2; }
+  optional LabelType label_type = 16 [default = IMAGE];
+}
+"""
+    merged, added = merge_proto.merge(fork, FRAGMENT)
+    assert not any(a.startswith("ImageDataParameter") for a in added)
+    assert merged.count("enum LabelType") == 1
+
+
+def test_deeplab_interp_param_id_is_refused_with_both_definitions():
+    # DeepLab-v2 numbers interp_param 143, which BVLC gives to input_param.
+    fork = MINI.replace("convolution_param = 106;",
+                        "convolution_param = 106;\n"
+                        "  optional InterpParameter interp_param = 143;")
+    with pytest.raises(merge_proto.MergeError,
+                       match=re.escape("LayerParameter.interp_param already exists")):
+        merge_proto.merge(fork, FRAGMENT)
 
 
 @pytest.mark.parametrize("change,message", [

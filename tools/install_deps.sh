@@ -11,7 +11,7 @@ APT_PACKAGES=(
   g++ make cmake pkg-config
   libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
-  libhdf5-dev libopenblas-dev libopencv-dev
+  libhdf5-dev libopenblas-dev libopencv-dev libpng-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
