@@ -4,13 +4,14 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: all build deps test test-cpp test-python clean help
+.PHONY: all build deps test test-cpp test-python prototxt clean help
 
 all: build
 
 help:
 	@echo "make         install dependencies and build Caffe with rloss (cached)"
 	@echo "make test    build, then run the C++ (gtest) and Python (pytest) tests"
+	@echo "make prototxt  regenerate prototxt/ from python/rloss/nets.py"
 	@echo "make clean   forget this checkout's link to the build (the cache stays)"
 
 deps:
@@ -28,6 +29,9 @@ test-cpp:
 
 test-python:
 	@bash tools/run_tests.sh python
+
+prototxt: build
+	@. ./env.sh && cd python && $(PYTHON) -m rloss.nets > /dev/null && echo "prototxt/ regenerated"
 
 clean:
 	rm -rf .caffe build .pytest_cache
