@@ -28,7 +28,11 @@ class PermutohedralLattice {
 
   /// in, out: num_points x value_size, row-major (channels interleaved);
   /// they must not overlap. Parallel (OpenMP) over vertices and points.
-  void Filter(const float* in, int value_size, float* out);
+  /// transpose: apply W's transpose instead. The lattice's W is symmetric
+  /// only up to a few percent (the per-axis blurs do not commute), so exact
+  /// gradients of x' W y need both.
+  void Filter(const float* in, int value_size, float* out,
+              bool transpose = false);
 
   int dim() const { return dim_; }
   int num_points() const { return num_points_; }

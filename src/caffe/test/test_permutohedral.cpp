@@ -142,6 +142,32 @@ TEST(PermutohedralTest, TestLinearAndChannelsIndependent) {
   }
 }
 
+// Filter(transpose) is W's adjoint: <u, W v> = <W' u, v>. And W itself is
+// not symmetric, which is why the transpose is needed for exact gradients.
+TEST(PermutohedralTest, TestTransposeIsAdjoint) {
+  const int height = 10, width = 12, channels = 3, n = height * width;
+  const std::vector<float> image = MakeImage(channels, height, width, true);
+  std::vector<float> features(n * 5);
+  ComputeBilateralFeatures(image.data(), channels, height, width, 4, 30,
+                           features.data());
+  PermutohedralLattice lattice;
+  lattice.Init(features.data(), 5, n);
+  const std::vector<float> u = MakeValues(n, 5), v = MakeValues(n, 6);
+  std::vector<float> wv(n), wtu(n), wu(n);
+  lattice.Filter(v.data(), 1, wv.data());
+  lattice.Filter(u.data(), 1, wtu.data(), true);
+  lattice.Filter(u.data(), 1, wu.data());
+  double lhs = 0, rhs = 0, asym = 0, norm = 0;
+  for (int i = 0; i < n; ++i) {
+    lhs += static_cast<double>(u[i]) * wv[i];
+    rhs += static_cast<double>(wtu[i]) * v[i];
+    asym += (wu[i] - wtu[i]) * (wu[i] - wtu[i]);
+    norm += wu[i] * wu[i];
+  }
+  EXPECT_NEAR(lhs, rhs, 1e-5 * std::abs(lhs));
+  EXPECT_GT(std::sqrt(asym / norm), 1e-3);  // W u != W' u
+}
+
 TEST(PermutohedralTest, TestReuseMatchesFresh) {
   const int n1 = 12 * 13, n2 = 7 * 5;
   const std::vector<float> a = MakeImage(3, 12, 13, true, 1);

@@ -170,7 +170,8 @@ void PermutohedralLattice::Init(const float* features, int dim,
   }
 }
 
-void PermutohedralLattice::Filter(const float* in, int value_size, float* out) {
+void PermutohedralLattice::Filter(const float* in, int value_size, float* out,
+                                  bool transpose) {
   if (num_points_ == 0 || value_size <= 0) return;
   const int d1 = dim_ + 1;
   const int vs = value_size;
@@ -191,9 +192,12 @@ void PermutohedralLattice::Filter(const float* in, int value_size, float* out) {
     }
   }
 
-  // Blur: [1/2 1 1/2] along each lattice axis in turn.
+  // Blur: [1/2 1 1/2] along each lattice axis in turn. Each axis' blur is
+  // symmetric and the slice is the splat's transpose, so reversing the axis
+  // order applies W's transpose.
   const int m = num_vertices_;
-  for (int axis = 0; axis < d1; ++axis) {
+  for (int step = 0; step < d1; ++step) {
+    const int axis = transpose ? d1 - 1 - step : step;
     const int* nlo = &neighbour_lo_[static_cast<size_t>(axis) * m];
     const int* nhi = &neighbour_hi_[static_cast<size_t>(axis) * m];
     const float* old_values = &values_[0];
