@@ -114,13 +114,16 @@ build_cached() {
 build_user_tree() {
   local root; root=$(cd "$CAFFE_ROOT" && pwd) || die "CAFFE_ROOT=$CAFFE_ROOT is not a folder"
   [ -f "$root/src/caffe/proto/caffe.proto" ] || die "$root has no src/caffe/proto/caffe.proto: CAFFE_ROOT must be the root of a BVLC-derived Caffe tree"
+  # Refuse a Makefile.config that cannot link us before touching the tree.
+  if [ -f "$root/Makefile.config" ]; then
+    grep -Eq '^[[:space:]]*LIBRARIES.*png' "$root/Makefile.config" || \
+      die "ImageSegData reads label PNGs with libpng: add 'LIBRARIES += png' to $root/Makefile.config"
+  fi
   overlay "$root"
   "$PYTHON" "$REPO/caffe_layers/merge_proto.py" "$root/src/caffe/proto/caffe.proto"
   if [ -f "$root/Makefile.config" ]; then
     grep -q -- '-fopenmp' "$root/Makefile.config" || \
       say "note: Makefile.config has no -fopenmp, so the layers run on one core; add 'CXXFLAGS += -fopenmp' and 'LINKFLAGS += -fopenmp' to it"
-    grep -Eq 'LIBRARIES.*png' "$root/Makefile.config" || \
-      die "ImageSegData reads label PNGs with libpng: add 'LIBRARIES += png' to $root/Makefile.config"
     say "building $root with its Makefile"
     (cd "$root" && make -j"$JOBS" all pycaffe test) || die "Caffe's Makefile build failed in $root"
   else

@@ -60,3 +60,12 @@ def test_a_missing_user_tree_is_named(tmp_path):
     res = run_build(tmp_path, CAFFE_ROOT=str(tmp_path / "nowhere"))
     assert res.returncode != 0
     assert "nowhere" in res.stderr
+
+
+def test_a_makefile_config_without_libpng_is_refused_before_copying(tmp_path):
+    root = fake_tree(tmp_path)
+    (root / "Makefile.config").write_text("CPU_ONLY := 1\nCXXFLAGS += -fopenmp\n")
+    res = run_build(tmp_path, CAFFE_ROOT=str(root))
+    assert res.returncode == 1
+    assert "add 'LIBRARIES += png'" in res.stderr
+    assert not (root / "src" / "caffe" / "layers").exists(), "nothing may be copied"
