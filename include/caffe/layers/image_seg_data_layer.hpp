@@ -68,11 +68,12 @@ class ImageSegDataLayer : public BasePrefetchingDataLayer<Dtype> {
   void ShuffleSamples();
   int Rand(int n);
   /// Reads one sample, resized (new_height / new_width, a scale factor)
-  /// and maybe mirrored.
+  /// and maybe mirrored; labels only for label_type PIXEL.
   void Prepare(const Sample& sample, cv::Mat* image, cv::Mat* labels);
-  /// Pads, crops and mean-subtracts a prepared sample into one batch item.
-  void Fill(const cv::Mat& image, const cv::Mat& labels, Dtype* data,
-      Dtype* label, Dtype* dim);
+  /// Pads, crops and mean-subtracts a prepared sample into one batch item;
+  /// empty labels (label_type NONE / IMAGE) mean class_id everywhere.
+  void Fill(const cv::Mat& image, const cv::Mat& labels, int class_id,
+      Dtype* data, Dtype* label, Dtype* dim);
   std::string Where(const Sample& sample) const;
 
   std::vector<Sample> samples_;

@@ -187,15 +187,14 @@ void ImageSegDataLayer<Dtype>::Prepare(const Sample& sample, cv::Mat* out_image,
         << labels.cols << " x " << labels.rows << " but image '"
         << sample.image << "' is " << image.cols << " x " << image.rows
         << Where(sample) << ".";
-  } else {
-    labels = cv::Mat(image.rows, image.cols, CV_32SC1,
-                     cv::Scalar(sample.class_id));
-  }
+  }  // otherwise labels stays empty: Fill writes the sample's class
   if (p.new_height() > 0) {
     cv::resize(image, image, cv::Size(p.new_width(), p.new_height()), 0, 0,
                cv::INTER_LINEAR);
-    cv::resize(labels, labels, cv::Size(p.new_width(), p.new_height()), 0, 0,
-               cv::INTER_NEAREST);
+    if (!labels.empty()) {
+      cv::resize(labels, labels, cv::Size(p.new_width(), p.new_height()), 0,
+                 0, cv::INTER_NEAREST);
+    }
   }
   if (t.scale_factors_size() > 0) {
     const float s = t.scale_factors(Rand(t.scale_factors_size()));
@@ -203,12 +202,14 @@ void ImageSegDataLayer<Dtype>::Prepare(const Sample& sample, cv::Mat* out_image,
       const cv::Size size(std::max(1, static_cast<int>(image.cols * s + 0.5)),
                           std::max(1, static_cast<int>(image.rows * s + 0.5)));
       cv::resize(image, image, size, 0, 0, cv::INTER_LINEAR);
-      cv::resize(labels, labels, size, 0, 0, cv::INTER_NEAREST);
+      if (!labels.empty()) {
+        cv::resize(labels, labels, size, 0, 0, cv::INTER_NEAREST);
+      }
     }
   }
   if (t.mirror() && Rand(2)) {
     cv::flip(image, image, 1);
-    cv::flip(labels, labels, 1);
+    if (!labels.empty()) cv::flip(labels, labels, 1);
   }
   *out_image = image;
   *out_labels = labels;
@@ -216,7 +217,8 @@ void ImageSegDataLayer<Dtype>::Prepare(const Sample& sample, cv::Mat* out_image,
 
 template <typename Dtype>
 void ImageSegDataLayer<Dtype>::Fill(const cv::Mat& image,
-    const cv::Mat& labels, Dtype* data, Dtype* label, Dtype* dim) {
+    const cv::Mat& labels, int class_id, Dtype* data, Dtype* label,
+    Dtype* dim) {
   const ImageDataParameter& p = this->layer_param_.image_data_param();
   const TransformationParameter& t = this->layer_param_.transform_param();
   const int h = image.rows, w = image.cols;
@@ -246,9 +248,8 @@ void ImageSegDataLayer<Dtype>::Fill(const cv::Mat& image,
       if (label) {
         Dtype v = ignore;
         if (inside) {
-          v = labels.type() == CV_8UC1 ?
-              static_cast<Dtype>(labels.at<uchar>(sy, sx)) :
-              static_cast<Dtype>(labels.at<int>(sy, sx));
+          v = labels.empty() ? static_cast<Dtype>(class_id) :
+              static_cast<Dtype>(labels.at<uchar>(sy, sx));
         }
         label[y * out_w + x] = v;
       }
@@ -287,7 +288,8 @@ void ImageSegDataLayer<Dtype>::load_batch(Batch<Dtype>* batch) {
           << "; set a crop_size or batch_size: 1.";
     }
     const int offset = item * height * width;
-    Fill(image, labels, batch->data_.mutable_cpu_data() + offset * channels_,
+    Fill(image, labels, sample.class_id,
+         batch->data_.mutable_cpu_data() + offset * channels_,
          this->output_labels_ ?
              batch->label_.mutable_cpu_data() + offset : NULL,
          dims->mutable_cpu_data() + item * 2);
