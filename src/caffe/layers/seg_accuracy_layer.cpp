@@ -54,6 +54,9 @@ void SegAccuracyLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const Dtype* s = score + n * classes_ * spatial;
     const Dtype* l = label + n * spatial;
     for (int i = 0; i < spatial; ++i) {
+      CHECK(std::isfinite(l[i])) << "SegAccuracy layer '"
+          << this->layer_param_.name() << "': label " << l[i] << " at image "
+          << n << ", pixel " << i << " is not a number.";
       const int truth = static_cast<int>(std::floor(l[i] + Dtype(0.5)));
       if (ignore_label_.count(truth)) continue;
       CHECK(truth >= 0 && truth < classes_) << "SegAccuracy layer '"

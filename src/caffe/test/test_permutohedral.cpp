@@ -56,6 +56,17 @@ std::vector<double> BruteForce(const std::vector<float>& features, int dim,
   return out;
 }
 
+// Builds lattice over the bilateral features of a C x H x W image.
+void InitBilateral(const std::vector<float>& image, int channels, int height,
+                   int width, float sigma_xy, float sigma_rgb,
+                   PermutohedralLattice* lattice) {
+  const int dim = 2 + channels, n = height * width;
+  std::vector<float> features(n * dim);
+  ComputeBilateralFeatures(image.data(), channels, height, width, sigma_xy,
+                           sigma_rgb, features.data());
+  lattice->Init(features.data(), dim, n);
+}
+
 }  // namespace
 
 // Krähenbühl's lattice approximates the Gaussian only up to a gain that
@@ -113,12 +124,9 @@ TEST(PermutohedralTest, TestSinglePoint) {
 
 TEST(PermutohedralTest, TestLinearAndChannelsIndependent) {
   const int height = 9, width = 11, channels = 3, n = height * width;
-  const std::vector<float> image = MakeImage(channels, height, width, false);
-  std::vector<float> features(n * 5);
-  ComputeBilateralFeatures(image.data(), channels, height, width, 3, 20,
-                           features.data());
   PermutohedralLattice lattice;
-  lattice.Init(features.data(), 5, n);
+  InitBilateral(MakeImage(channels, height, width, false), channels, height,
+                width, 3, 20, &lattice);
   // Two channels at once equal each channel alone, bit for bit.
   const std::vector<float> u = MakeValues(n, 1), v = MakeValues(n, 2);
   std::vector<float> both(2 * n), both_out(2 * n), u_out(n), v_out(n);
@@ -146,12 +154,9 @@ TEST(PermutohedralTest, TestLinearAndChannelsIndependent) {
 // not symmetric, which is why the transpose is needed for exact gradients.
 TEST(PermutohedralTest, TestTransposeIsAdjoint) {
   const int height = 10, width = 12, channels = 3, n = height * width;
-  const std::vector<float> image = MakeImage(channels, height, width, true);
-  std::vector<float> features(n * 5);
-  ComputeBilateralFeatures(image.data(), channels, height, width, 4, 30,
-                           features.data());
   PermutohedralLattice lattice;
-  lattice.Init(features.data(), 5, n);
+  InitBilateral(MakeImage(channels, height, width, true), channels, height,
+                width, 4, 30, &lattice);
   const std::vector<float> u = MakeValues(n, 5), v = MakeValues(n, 6);
   std::vector<float> wv(n), wtu(n), wu(n);
   lattice.Filter(v.data(), 1, wv.data());

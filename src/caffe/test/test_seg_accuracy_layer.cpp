@@ -1,3 +1,4 @@
+#include <cmath>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -123,6 +124,19 @@ class SegAccuracyLayerDeathTest : public ::testing::Test {
 TEST_F(SegAccuracyLayerDeathTest, TestLabelOutOfRange) {
   label_.mutable_cpu_data()[2] = 5;
   EXPECT_DEATH(Run(), "label 5 at image 0, pixel 2 is outside \\[0, 2\\)");
+}
+
+TEST_F(SegAccuracyLayerDeathTest, TestNonFiniteLabel) {
+  label_.mutable_cpu_data()[1] = NAN;
+  EXPECT_DEATH(Run(), "label nan at image 0, pixel 1 is not a number");
+}
+
+TEST_F(SegAccuracyLayerDeathTest, TestNoGradient) {
+  LayerParameter param;
+  SegAccuracyLayer<float> layer(param);
+  layer.SetUp(bottom_, top_);
+  EXPECT_DEATH(layer.Backward(top_, vector<bool>(2, true), bottom_),
+               "has no gradient");
 }
 
 TEST_F(SegAccuracyLayerDeathTest, TestShapeMismatch) {
