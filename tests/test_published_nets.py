@@ -100,6 +100,8 @@ def test_solvers_parse_with_published_schedule(nets, voc):
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     for net in nets.NETS:
+        if net == "small":  # ours: Adam from scratch, checked below
+            continue
         for variant, lr in (("solver", 1e-3), ("solverwithdensecrfloss", 1e-4)):
             text = nets.fill((REPO / "prototxt" / net / f"{variant}.prototxt").read_text(),
                              variables(voc), net=net)
@@ -113,6 +115,18 @@ def test_solvers_parse_with_published_schedule(nets, voc):
                 ("trainwithdensecrfloss" if "densecrf" in variant else "train") + "_train.prototxt")
 
 
+def test_small_net_solver(nets, voc):
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    sch = nets.SCHEDULES["small"]
+    for variant, lr in (("solver", sch.base_lr), ("solverwithdensecrfloss", sch.base_lr2)):
+        text = nets.fill((REPO / "prototxt" / "small" / f"{variant}.prototxt").read_text(),
+                         variables(voc), net="small")
+        s = text_format.Parse(text, caffe_pb2.SolverParameter())
+        assert (s.type, s.max_iter, s.stepsize) == ("Adam", sch.max_iter, sch.stepsize)
+        assert s.base_lr == pytest.approx(lr) and s.momentum2 == pytest.approx(0.999)
+
+
 def test_fill_refuses_missing_variables(nets):
     text = (REPO / "prototxt" / "deeplab_largeFOV" / "train.prototxt").read_text()
     with pytest.raises(KeyError, match="DATA_ROOT"):
@@ -120,7 +134,7 @@ def test_fill_refuses_missing_variables(nets):
 
 
 @pytest.mark.parametrize("net", ["deeplab_largeFOV", "deeplab_msc_largeFOV",
-                                 "deeplab_vgg16", "resnet-101"])
+                                 "deeplab_vgg16", "resnet-101", "small"])
 def test_train_nets_forward_backward(caffe, nets, voc, net):
     for variant in ("train", "trainwithdensecrfloss"):
         n = load(caffe, nets, voc, net, variant, caffe.TRAIN)
@@ -128,7 +142,8 @@ def test_train_nets_forward_backward(caffe, nets, voc, net):
         out = n.forward()
         n.backward()
         assert n.blobs["data"].data.shape == (1, 3, CROP, CROP)
-        assert n.blobs["label_shrink"].data.shape[2:] == (9, 9)
+        side = (CROP - 1) // nets.STRIDES[net] + 1
+        assert n.blobs["label_shrink"].data.shape[2:] == (side, side)
         losses = {k: float(v) for k, v in out.items() if "loss" in k}
         assert losses, out.keys()
         for k, v in losses.items():
@@ -145,7 +160,7 @@ def test_train_nets_forward_backward(caffe, nets, voc, net):
 
 
 @pytest.mark.parametrize("net", ["deeplab_largeFOV", "deeplab_msc_largeFOV",
-                                 "deeplab_vgg16", "resnet-101"])
+                                 "deeplab_vgg16", "resnet-101", "small"])
 def test_test_nets_forward(caffe, nets, voc, net):
     n = load(caffe, nets, voc, net, "test", caffe.TEST)
     randomize(n)

@@ -6,24 +6,30 @@ DeepLab-VGG16 with ASPP, DeepLab-v2 ResNet-101) in five variants each: ``train``
 ``test``, ``solver`` and ``solverwithdensecrfloss``. Layer and parameter names
 are DeepLab-v2's, so published caffemodels load with ``--weights``.
 
-Files keep the release's ``${VARIABLE}`` placeholders (``${EXP}``,
-``${NUM_LABELS}``, ...) so that shell scripts fill them in with sed as before;
-:func:`fill` does the same in Python. Integer and float fields cannot hold a
-placeholder inside NetSpec, so they are written as sentinel numbers and
-swapped for their placeholders in the text.
+A fifth net, ``small``, is ours: a few dilated convolutions at output stride
+4 that train from scratch on a CPU in minutes, for the demo and tests.
+
+The shipped files under ``prototxt/`` keep the release's ``${VARIABLE}``
+placeholders (``${EXP}``, ``${NUM_LABELS}``, ...) so that shell scripts fill
+them in with sed as before; :func:`fill` does the same in Python. Integer and
+float fields cannot hold a placeholder inside NetSpec, so those files are built
+with sentinel numbers that are swapped for their placeholders in the text.
+:func:`build` instead takes concrete :class:`Options` and needs no filling:
+it is what ``rloss prototxt`` writes.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import caffe
 from caffe import layers as L
 from caffe import params as P
 from caffe.proto import caffe_pb2
 
-NETS = ("deeplab_largeFOV", "deeplab_msc_largeFOV", "deeplab_vgg16", "resnet-101")
+NETS = ("deeplab_largeFOV", "deeplab_msc_largeFOV", "deeplab_vgg16", "resnet-101", "small")
 VARIANTS = ("train", "trainwithdensecrfloss", "test", "solver", "solverwithdensecrfloss")
 
 # Sentinels for numeric placeholders; unlikely to occur in a real net.
@@ -46,10 +52,49 @@ DEFAULTS: Dict[str, str] = {
 }
 #: Batch sizes of the release, per network.
 BATCH_SIZES = {"deeplab_largeFOV": 20, "deeplab_msc_largeFOV": 30,
-               "deeplab_vgg16": 10, "resnet-101": 1}
+               "deeplab_vgg16": 10, "resnet-101": 1, "small": 8}
 #: DenseCRF kernel widths of the release (xy, rgb).
 SIGMAS = {"deeplab_largeFOV": (100, 15), "deeplab_msc_largeFOV": (100, 15),
-          "deeplab_vgg16": (100, 15), "resnet-101": (80, 13)}
+          "deeplab_vgg16": (100, 15), "resnet-101": (80, 13), "small": (100, 15)}
+#: Output stride: label_shrink and the zoom before the DenseCRF loss use it,
+#: so crops should be stride * k + 1.
+STRIDES = {"deeplab_largeFOV": 8, "deeplab_msc_largeFOV": 8, "deeplab_vgg16": 8,
+           "resnet-101": 8, "small": 4}
+
+Number = Union[int, float]
+
+
+@dataclasses.dataclass
+class Options:
+    """Everything a generated train/test net depends on besides its topology."""
+
+    num_labels: Number = 21
+    batch_size: Number = 20
+    crop_size: Number = 321
+    test_crop_size: Number = 513
+    mean: Sequence[float] = MEAN_BGR
+    data_root: str = "${DATA_ROOT}"
+    train_list: str = "${EXP}/list/${TRAIN_SET}.txt"
+    test_list: str = "${EXP}/list/${TEST_SET}.txt"
+    exp: str = "${EXP}"
+    densecrf_weight: Number = 1e-8
+    bi_xy_std: float = 100
+    bi_rgb_std: float = 15
+    scale_factor: float = 1.0
+
+    @classmethod
+    def published(cls, net: str, **overrides) -> "Options":
+        """The release's values for ``net``; anything passed overrides them."""
+        xy, rgb = SIGMAS[net]
+        opts = cls(batch_size=BATCH_SIZES[net], bi_xy_std=xy, bi_rgb_std=rgb)
+        return dataclasses.replace(opts, **overrides)
+
+    @classmethod
+    def template(cls, net: str) -> "Options":
+        """Sentinels for the shipped files' numeric placeholders."""
+        return cls.published(net, **{k.lower(): v for k, v in _NUMERIC.items()
+                                     if k != "DENSECRF_LOSS_WEIGHT"},
+                             densecrf_weight=_NUMERIC["DENSECRF_LOSS_WEIGHT"])
 
 _LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 _FROZEN = [dict(lr_mult=0, decay_mult=1), dict(lr_mult=0, decay_mult=0)]
@@ -61,11 +106,13 @@ _GAUSS = dict(weight_filler=dict(type="gaussian", std=0.01),
 class _Builder:
     """A NetSpec plus the options every network shares."""
 
-    def __init__(self, net_id: str, phase: str, densecrf: bool):
+    def __init__(self, net_id: str, phase: str, densecrf: bool, opts: Options):
         self.n = caffe.NetSpec()
         self.net_id = net_id
         self.train = phase == "train"
         self.densecrf = densecrf
+        self.o = opts
+        self.stride = STRIDES[net_id]
 
     def __setitem__(self, name: str, top) -> None:
         setattr(self.n, name, top)
@@ -78,24 +125,24 @@ class _Builder:
 
     def data(self, data_dim: bool, scale_factors: Optional[List[float]] = None) -> None:
         if self.train:
-            transform = dict(mean_value=list(MEAN_BGR), crop_size=_NUMERIC["CROP_SIZE"],
+            transform = dict(mean_value=list(self.o.mean), crop_size=self.o.crop_size,
                              mirror=True)
             if scale_factors:
                 transform["scale_factors"] = scale_factors
             tops = L.ImageSegData(
-                image_data_param=dict(root_folder="${DATA_ROOT}",
-                                      source="${EXP}/list/${TRAIN_SET}.txt",
+                image_data_param=dict(root_folder=self.o.data_root,
+                                      source=self.o.train_list,
                                       label_type=P.ImageData.PIXEL,
-                                      batch_size=_NUMERIC["BATCH_SIZE"], shuffle=True),
+                                      batch_size=self.o.batch_size, shuffle=True),
                 transform_param=transform, include=dict(phase=caffe.TRAIN),
                 ntop=3 if data_dim else 2)
         else:
             tops = L.ImageSegData(
-                image_data_param=dict(root_folder="${DATA_ROOT}",
-                                      source="${EXP}/list/${TEST_SET}.txt",
+                image_data_param=dict(root_folder=self.o.data_root,
+                                      source=self.o.test_list,
                                       label_type=P.ImageData.PIXEL, batch_size=1),
-                transform_param=dict(mean_value=list(MEAN_BGR),
-                                     crop_size=_NUMERIC["TEST_CROP_SIZE"], mirror=False),
+                transform_param=dict(mean_value=list(self.o.mean),
+                                     crop_size=self.o.test_crop_size, mirror=False),
                 include=dict(phase=caffe.TEST), ntop=3)
         self["data"], self["label"] = tops[0], tops[1]
         if len(tops) == 3:
@@ -136,7 +183,8 @@ class _Builder:
         self[top or name] = L.Interp(bottom, interp_param=factors, **kw)
         return self[top or name]
 
-    def label_shrink(self, name: str = "label_shrink", factor: int = 8):
+    def label_shrink(self, name: str = "label_shrink", factor: Optional[int] = None):
+        factor = factor or self.stride
         return self.interp(name, self["label"], shrink_factor=factor, pad_beg=0, pad_end=0)
 
     def pce(self, name: str, scores, labels, top: Optional[str] = None) -> None:
@@ -152,26 +200,42 @@ class _Builder:
 
     def densecrf_loss(self, scores, interp_name: str, interp_top: str, softmax: str) -> None:
         """Phase 2: the DenseCRF loss on the softmax of the zoomed scores."""
-        self.interp(interp_name, scores, top=interp_top, zoom_factor=8)
+        self.interp(interp_name, scores, top=interp_top, zoom_factor=self.stride)
         self[softmax] = L.Softmax(self[interp_top])
-        xy, rgb = SIGMAS[self.net_id]
+        param = dict(bi_xy_std=self.o.bi_xy_std, bi_rgb_std=self.o.bi_rgb_std)
+        if self.o.scale_factor != 1:
+            param["scale_factor"] = self.o.scale_factor
         self["densecrf_loss"] = L.DenseCRFLoss(
             self["data"], self[softmax], propagate_down=[False, True],
-            loss_weight=_NUMERIC["DENSECRF_LOSS_WEIGHT"],
+            loss_weight=self.o.densecrf_weight,
             loss_param=dict(ignore_label=255),
-            densecrf_loss_param=dict(bi_xy_std=xy, bi_rgb_std=rgb))
+            densecrf_loss_param=param)
 
     def test_tail(self, scores) -> None:
         """TEST: zoom the scores to the input, score them, silence the rest."""
-        self.interp("fc8_interp", scores, zoom_factor=8)
+        self.interp("fc8_interp", scores, zoom_factor=self.stride)
         self.accuracy("accuracy", self["fc8_interp"], self["label"], reset=False)
         self["silence"] = L.Silence(self["label"], self["fc8_interp"], self["data_dim"],
                                     include=dict(phase=caffe.TEST), ntop=0)
 
+    def finish(self, fc8) -> str:
+        """LargeFOV's ending, shared by the small net: TEST scores the zoomed
+        output; TRAIN adds pCE at label resolution, the phase-2 loss on the
+        zoomed softmax, and the accuracy."""
+        if not self.train:
+            self.test_tail(fc8)
+            return self.text()
+        self.label_shrink()
+        self.pce("loss", fc8, self["label_shrink"], top="softmax_loss")
+        if self.densecrf:
+            self.densecrf_loss(fc8, "fc8_interp", "fc8_interp", "fc8_interp_softmax")
+        self.accuracy("accuracy", fc8, self["label_shrink"])
+        return self.text()
+
     def text(self) -> str:
         proto = self.n.to_proto()
-        proto.name = "${NET_ID}"
-        return _placeholders(str(proto))
+        proto.name = self.net_id if self.o.exp != "${EXP}" else "${NET_ID}"
+        return str(proto)
 
 
 def _placeholders(text: str) -> str:
@@ -199,30 +263,22 @@ def _largefov_head(b: _Builder, x, param=None, head_param=None):
     b.dropout("drop6", x)
     x = b.conv("fc7", x, 1024, 1, param=param, relu="relu7")
     b.dropout("drop7", x)
-    return b.conv("fc8_${EXP}", x, _NUMERIC["NUM_LABELS"], 1,
+    return b.conv(f"fc8_{b.o.exp}", x, b.o.num_labels, 1,
                   param=head_param if head_param is not None else _HEAD,
                   filler=_GAUSS if b.train else None)
 
 
-def deeplab_largefov(phase: str, densecrf: bool = False) -> str:
-    b = _Builder("deeplab_largeFOV", phase, densecrf)
+def deeplab_largefov(phase: str, densecrf: bool, opts: Options) -> str:
+    b = _Builder("deeplab_largeFOV", phase, densecrf, opts)
     b.data(data_dim=not b.train)
     fc8 = _largefov_head(b, _vgg_trunk(b, b["data"]))
-    if not b.train:
-        b.test_tail(fc8)
-        return b.text()
-    b.label_shrink()
-    b.pce("loss", fc8, b["label_shrink"], top="softmax_loss")
-    if densecrf:
-        b.densecrf_loss(fc8, "fc8_interp", "fc8_interp", "fc8_interp_softmax")
-    b.accuracy("accuracy", fc8, b["label_shrink"])
-    return b.text()
+    return b.finish(fc8)
 
 
-def deeplab_msc_largefov(phase: str, densecrf: bool = False) -> str:
+def deeplab_msc_largefov(phase: str, densecrf: bool, opts: Options) -> str:
     """LargeFOV with four extra classifiers on the input and pool1-4 (MSc), the
     trunk frozen: it fine-tunes a trained LargeFOV."""
-    b = _Builder("deeplab_msc_largeFOV", phase, densecrf)
+    b = _Builder("deeplab_msc_largeFOV", phase, densecrf, opts)
     b.data(data_dim=not b.train)
     branches = []
 
@@ -234,7 +290,7 @@ def deeplab_msc_largefov(phase: str, densecrf: bool = False) -> str:
         b.dropout(f"drop_{src}_conv", x)
         x = b.conv(f"{src}_fc", x, 128, 1, filler=f, relu=f"relu_{src}_fc")
         b.dropout(f"drop_{src}_fc", x)
-        branches.append(b.conv(f"{src}_ms", x, _NUMERIC["NUM_LABELS"], 1,
+        branches.append(b.conv(f"{src}_ms", x, b.o.num_labels, 1,
                                filler=_GAUSS if b.train else None))
 
     branch("data", 8)
@@ -262,9 +318,9 @@ def deeplab_msc_largefov(phase: str, densecrf: bool = False) -> str:
     return b.text()
 
 
-def deeplab_vgg16(phase: str, densecrf: bool = False) -> str:
+def deeplab_vgg16(phase: str, densecrf: bool, opts: Options) -> str:
     """DeepLab-v2 VGG16 with ASPP: four dilated fc6-fc8 branches, summed."""
-    b = _Builder("deeplab_vgg16", phase, densecrf)
+    b = _Builder("deeplab_vgg16", phase, densecrf, opts)
     b.data(data_dim=True)
     pool5 = _vgg_trunk(b, b["data"], pool5a=False)
     outs = []
@@ -273,10 +329,10 @@ def deeplab_vgg16(phase: str, densecrf: bool = False) -> str:
         b.dropout(f"drop6_{i}", x)
         x = b.conv(f"fc7_{i}", x, 1024, 1, relu=f"relu7_{i}")
         b.dropout(f"drop7_{i}", x)
-        outs.append(b.conv(f"fc8_${{EXP}}_{i}", x, _NUMERIC["NUM_LABELS"], 1, param=_HEAD,
+        outs.append(b.conv(f"fc8_{b.o.exp}_{i}", x, b.o.num_labels, 1, param=_HEAD,
                            filler=_GAUSS if b.train else None))
-    b["fc8_${EXP}"] = L.Eltwise(*outs, operation=P.Eltwise.SUM)
-    fc8 = b["fc8_${EXP}"]
+    b[f"fc8_{b.o.exp}"] = L.Eltwise(*outs, operation=P.Eltwise.SUM)
+    fc8 = b[f"fc8_{b.o.exp}"]
     if not b.train:
         b.test_tail(fc8)
         return b.text()
@@ -343,10 +399,11 @@ def _resnet_trunk(b: _Builder, bottom, sfx: str):
     return x
 
 
-def resnet101(phase: str, densecrf: bool = False) -> str:
+def resnet101(phase: str, densecrf: bool, opts: Options) -> str:
     """DeepLab-v2 ResNet-101: ASPP on three scales (1, 0.75, 0.5) fused by max."""
-    b = _Builder("resnet-101", phase, densecrf)
+    b = _Builder("resnet-101", phase, densecrf, opts)
     b.data(data_dim=not b.train, scale_factors=[0.5, 0.75, 1, 1.25, 1.5])
+    exp = b.o.exp
     b.interp("data_res05", b["data"], shrink_factor=2, pad_beg=0, pad_end=0)
     b.interp("data_res075", b["data"], shrink_factor=4, zoom_factor=3, pad_beg=0, pad_end=0)
     heads = {}
@@ -354,22 +411,21 @@ def resnet101(phase: str, densecrf: bool = False) -> str:
         res5c = _resnet_trunk(b, b[data], sfx)
         branches = []
         for i, rate in enumerate((6, 12, 18, 24)):
-            shared = [dict(name=f"fc1_${{EXP}}_c{i}_w", lr_mult=10, decay_mult=1),
-                      dict(name=f"fc1_${{EXP}}_c{i}_b", lr_mult=20, decay_mult=0)]
-            cp = dict(num_output=_NUMERIC["NUM_LABELS"], kernel_size=3, pad=rate,
-                      dilation=rate)
+            shared = [dict(name=f"fc1_{exp}_c{i}_w", lr_mult=10, decay_mult=1),
+                      dict(name=f"fc1_{exp}_c{i}_b", lr_mult=20, decay_mult=0)]
+            cp = dict(num_output=b.o.num_labels, kernel_size=3, pad=rate, dilation=rate)
             if b.train:
                 cp.update(_GAUSS)
-            name = f"fc1_${{EXP}}{sfx}_c{i}"
+            name = f"fc1_{exp}{sfx}_c{i}"
             b[name] = L.Convolution(res5c, convolution_param=cp, **b.params(shared))
             branches.append(b[name])
-        b[f"fc1_${{EXP}}{sfx}"] = L.Eltwise(*branches, operation=P.Eltwise.SUM)
-        heads[sfx] = b[f"fc1_${{EXP}}{sfx}"]
-    b.interp("fc1_${EXP}_res05_interp", heads["_res05"], zoom_factor=2, pad_beg=0, pad_end=0)
-    b.interp("fc1_${EXP}_res075_interp", heads["_res075"], zoom_factor=4, shrink_factor=3,
+        b[f"fc1_{exp}{sfx}"] = L.Eltwise(*branches, operation=P.Eltwise.SUM)
+        heads[sfx] = b[f"fc1_{exp}{sfx}"]
+    b.interp(f"fc1_{exp}_res05_interp", heads["_res05"], zoom_factor=2, pad_beg=0, pad_end=0)
+    b.interp(f"fc1_{exp}_res075_interp", heads["_res075"], zoom_factor=4, shrink_factor=3,
              pad_beg=0, pad_end=0)
-    b["fc_fusion"] = L.Eltwise(heads[""], b["fc1_${EXP}_res075_interp"],
-                               b["fc1_${EXP}_res05_interp"], operation=P.Eltwise.MAX)
+    b["fc_fusion"] = L.Eltwise(heads[""], b[f"fc1_{exp}_res075_interp"],
+                               b[f"fc1_{exp}_res05_interp"], operation=P.Eltwise.MAX)
     if not b.train:
         b.test_tail(b["fc_fusion"])
         return b.text()
@@ -380,12 +436,36 @@ def resnet101(phase: str, densecrf: bool = False) -> str:
         b.densecrf_loss(b["fc_fusion"], "fc1_interp", "fc8_interp", "fc8_interp_softmax")
     b.pce("loss_res1", heads[""], b["label_shrink"])
     b.accuracy("accuracy_res1", heads[""], b["label_shrink"])
-    b.pce("loss_res075", b["fc1_${EXP}_res075_interp"], b["label_shrink"])
-    b.accuracy("accuracy_res075", b["fc1_${EXP}_res075_interp"], b["label_shrink"])
+    b.pce("loss_res075", b[f"fc1_{exp}_res075_interp"], b["label_shrink"])
+    b.accuracy("accuracy_res075", b[f"fc1_{exp}_res075_interp"], b["label_shrink"])
     b.label_shrink("label_shrink16", 16)
     b.pce("loss_res05", heads["_res05"], b["label_shrink16"])
     b.accuracy("accuracy_res05", heads["_res05"], b["label_shrink16"])
     return b.text()
+
+
+def small(phase: str, densecrf: bool, opts: Options) -> str:
+    """Ours, not the release's: DeepLab-LargeFOV's shape in miniature (two
+    3x3/2 pools, then dilated convolutions; output stride 4, receptive field
+    131 px), about 0.14 GMAC per 97x97 image, MSRA-initialised so that it
+    trains from scratch on a CPU in minutes."""
+    b = _Builder("small", phase, densecrf, opts)
+    b.data(data_dim=not b.train)
+    msra = dict(weight_filler=dict(type="msra"), bias_filler=dict(type="constant", value=0))
+    x = b["data"]
+    for i, (width, dilations) in enumerate([(16, (1, 1)), (32, (1, 1)), (64, (2, 4))], start=1):
+        for j, dil in enumerate(dilations, start=1):
+            x = b.conv(f"conv{i}_{j}", x, width, 3, pad=dil, dilation=dil,
+                       filler=msra if b.train else None, relu=f"relu{i}_{j}")
+        if i <= 2:
+            x = b.pool(f"pool{i}", x)
+    x = b.conv("fc6", x, 96, 3, pad=8, dilation=8, filler=msra if b.train else None,
+               relu="relu6")
+    b.dropout("drop6", x)
+    x = b.conv("fc7", x, 96, 1, filler=msra if b.train else None, relu="relu7")
+    b.dropout("drop7", x)
+    fc8 = b.conv(f"fc8_{b.o.exp}", x, b.o.num_labels, 1, filler=_GAUSS if b.train else None)
+    return b.finish(fc8)
 
 
 BUILDERS: Dict[str, Callable[..., str]] = {
@@ -393,25 +473,56 @@ BUILDERS: Dict[str, Callable[..., str]] = {
     "deeplab_msc_largeFOV": deeplab_msc_largefov,
     "deeplab_vgg16": deeplab_vgg16,
     "resnet-101": resnet101,
+    "small": small,
 }
 
 
-def solver(phase2: bool, solver_mode: str = "${SOLVER_MODE}") -> str:
-    """The release's schedule: step policy, 9000 iterations, snapshots every 1000."""
+@dataclasses.dataclass
+class Schedule:
+    """Solver settings of one net for both phases (phase 2 uses base_lr2)."""
+
+    base_lr: float = 1e-3
+    base_lr2: float = 1e-4
+    lr_policy: str = "step"
+    gamma: float = 0.1
+    stepsize: int = 3000
+    max_iter: int = 9000
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    snapshot: int = 1000
+    type: str = "SGD"
+
+
+#: The release's schedule for its nets; the small net trains from scratch,
+#: where Adam needs no per-dataset learning-rate search.
+SCHEDULES: Dict[str, Schedule] = {net: Schedule() for net in NETS}
+SCHEDULES["small"] = Schedule(base_lr=1e-3, base_lr2=1e-4, stepsize=1500, max_iter=2000,
+                              snapshot=500, weight_decay=5e-4, type="Adam")
+
+
+def solver(phase2: bool, train_net: Optional[str] = None,
+           snapshot_prefix: Optional[str] = None, solver_mode: str = "${SOLVER_MODE}",
+           schedule: Optional[Schedule] = None) -> str:
+    """A solver file; without arguments, the release's (with its placeholders)."""
+    sch = schedule or Schedule()
     s = caffe_pb2.SolverParameter()
     net = "trainwithdensecrfloss" if phase2 else "train"
-    s.train_net = f"${{EXP}}/config/${{NET_ID}}/{net}_${{TRAIN_SET}}.prototxt"
-    s.lr_policy = "step"
-    s.gamma = 0.1
-    s.stepsize = 3000
-    s.base_lr = 1e-4 if phase2 else 1e-3
+    s.train_net = train_net or f"${{EXP}}/config/${{NET_ID}}/{net}_${{TRAIN_SET}}.prototxt"
+    if sch.type != "SGD":
+        s.type = sch.type
+    s.lr_policy = sch.lr_policy
+    s.gamma = sch.gamma
+    s.stepsize = sch.stepsize
+    s.base_lr = sch.base_lr2 if phase2 else sch.base_lr
     s.random_seed = 40
     s.display = 10
-    s.max_iter = 9000
-    s.momentum = 0.9
-    s.weight_decay = 0.0005
-    s.snapshot = 1000
-    s.snapshot_prefix = f"${{EXP}}/model/${{NET_ID}}/{net}"
+    s.max_iter = sch.max_iter
+    s.momentum = sch.momentum
+    if sch.type == "Adam":
+        s.momentum2 = 0.999
+    s.weight_decay = sch.weight_decay
+    s.snapshot = sch.snapshot
+    s.snapshot_prefix = snapshot_prefix or f"${{EXP}}/model/${{NET_ID}}/{net}"
     s.solver_mode = caffe_pb2.SolverParameter.GPU
     return str(s).replace("solver_mode: GPU", f"solver_mode: {solver_mode}")
 
@@ -423,14 +534,23 @@ def render(net: str, variant: str) -> str:
     header = (f"# {net}: {variant}. Generated by `python -m rloss.nets`; "
               "fill its placeholders with rloss.nets.fill or sed.\n")
     if variant == "solver":
-        return header + solver(False)
+        return header + solver(False, schedule=SCHEDULES[net])
     if variant == "solverwithdensecrfloss":
-        return header + solver(True)
+        return header + solver(True, schedule=SCHEDULES[net])
+    return header + _placeholders(build(net, variant, Options.template(net)))
+
+
+def build(net: str, variant: str, opts: Options) -> str:
+    """A train or test net with concrete options (no placeholders unless the
+    options hold some)."""
+    if net not in BUILDERS:
+        raise ValueError(f"unknown net {net!r}; choose one of {', '.join(NETS)}")
     if variant == "test":
-        return header + BUILDERS[net]("test")
+        return BUILDERS[net]("test", False, opts)
     if variant in ("train", "trainwithdensecrfloss"):
-        return header + BUILDERS[net]("train", densecrf=variant != "train")
-    raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        return BUILDERS[net]("train", variant != "train", opts)
+    raise ValueError(f"unknown variant {variant!r}; choose one of train, "
+                     "trainwithdensecrfloss, test")
 
 
 def fill(text: str, variables: Mapping[str, object], net: Optional[str] = None) -> str:
