@@ -1,5 +1,5 @@
 # Source this file (`source ./env.sh`) to use the rloss build from your shell:
-# the `caffe` tool on PATH, pycaffe and the rloss package on PYTHONPATH, and
+# the `caffe` and `rloss` commands on PATH, pycaffe and the rloss package on PYTHONPATH, and
 # libcaffe on LD_LIBRARY_PATH. Run `make` first.
 _rloss_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
 if [ ! -d "$_rloss_root/.caffe/build" ]; then
@@ -12,6 +12,8 @@ else
     export PYTHONPATH="$_rloss_caffe/python:$_rloss_root/python${PYTHONPATH:+:$PYTHONPATH}" ;; esac
   case ":${LD_LIBRARY_PATH:-}:" in *":$_rloss_caffe/build/lib:"*) ;; *)
     export LD_LIBRARY_PATH="$_rloss_caffe/build/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;; esac
+  case ":$PATH:" in *":$_rloss_root/bin:"*) ;; *)
+    export PATH="$_rloss_root/bin:$PATH" ;; esac
   export RLOSS_CAFFE="$_rloss_caffe"
   unset _rloss_caffe
 fi

@@ -1,0 +1,446 @@
+"""`rloss`: one command line for training from scribbles in Caffe.
+
+Subcommands import pycaffe only when they need it, so the data tools
+(scribbles, lists, parse-log) run without a Caffe build.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+
+def _die(msg: str) -> "NoReturn":  # noqa: F821
+    print(f"rloss: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _add(sub, name: str, help_: str, example: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_,
+                       epilog="example:\n" + textwrap.indent(textwrap.dedent(example).strip(), "  "),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    if func is not None:
+        p.set_defaults(func=func)
+    return p
+
+
+# ---------------------------------------------------------------- prototxt
+def cmd_prototxt(a: argparse.Namespace) -> None:
+    from . import config, nets
+
+    opts = nets.Options.published(a.net)
+    over = dict(num_labels=a.num_labels, crop_size=a.crop_size, test_crop_size=a.test_crop_size,
+                batch_size=a.batch_size, densecrf_weight=a.densecrf_weight,
+                bi_xy_std=a.bi_xy_std, bi_rgb_std=a.bi_rgb_std, scale_factor=a.scale_factor,
+                exp=a.exp_name or "pascal_scribble")
+    over = {k: v for k, v in over.items() if v is not None}
+    if a.mean is not None:
+        over["mean"] = tuple(a.mean)
+    root = Path(a.data_root).resolve() if a.data_root else None
+    if root is not None and not root.is_dir():
+        _die(f"--data-root {a.data_root} is not a folder")
+    over["data_root"] = f"{root}/" if root else ""
+    for key, given in (("train_list", a.train_list), ("test_list", a.test_list)):
+        path = Path(given) if given else (root / "list" / ("train.txt" if key == "train_list"
+                                                           else "val.txt") if root else None)
+        if path is None:
+            _die(f"give --{key.replace('_', '-')} (or --data-root with list/train.txt, list/val.txt)")
+        if not path.is_file():
+            _die(f"list file {path} does not exist; make one with `rloss lists`")
+        over[key] = str(path.resolve())
+    if over.get("crop_size", opts.crop_size) % nets.STRIDES[a.net] != 1:
+        print(f"note: crop size {over.get('crop_size', opts.crop_size)} is not "
+              f"{nets.STRIDES[a.net]}k+1: labels and scores will not align exactly",
+              file=sys.stderr)
+    for k in ("bi_xy_std", "bi_rgb_std", "densecrf_weight"):
+        if k in over and not over[k] > 0:
+            _die(f"--{k.replace('_', '-')} must be positive, got {over[k]}")
+    if "scale_factor" in over and not 0 < over["scale_factor"] <= 1:
+        _die(f"--scale-factor must lie in (0, 1], got {over['scale_factor']}")
+    opts = nets.Options.published(a.net, **over)
+    sched = nets.SCHEDULES[a.net]
+    for k in ("base_lr", "base_lr2", "max_iter", "stepsize", "snapshot"):
+        if getattr(a, k) is not None:
+            setattr(sched, k, getattr(a, k))
+    exp = config.write(a.net, Path(a.out), opts, sched, a.solver_mode)
+    for f in sorted(exp.config.iterdir()):
+        print(f)
+
+
+# ---------------------------------------------------------------- train
+def cmd_train(a: argparse.Namespace) -> None:
+    from .config import Experiment
+    from .solve import train
+
+    exp = Experiment(a.exp)
+    try:
+        done = train(exp, a.phase, Path(a.weights) if a.weights else None, a.resume,
+                     a.max_iter, a.max_iter2, a.snapshot, progress=not a.quiet)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    except (FileNotFoundError, FloatingPointError, ValueError) as e:
+        _die(str(e))
+    for phase, path in done.items():
+        print(f"phase {phase}: {path}")
+    print(f"log: {exp.log / 'train.csv'}\ncurves: {exp.log / 'loss_curves.png'}")
+
+
+# ---------------------------------------------------------------- eval
+def _classes(a: argparse.Namespace, k: int) -> List[str]:
+    from .data import VOC_CLASSES
+    if getattr(a, "classes", None):
+        names = [l.strip() for l in Path(a.classes).read_text().splitlines() if l.strip()]
+        if len(names) != k:
+            _die(f"{a.classes} names {len(names)} classes; the net has {k}")
+        return names
+    return list(VOC_CLASSES) if k == 21 else [f"class {i}" for i in range(k)]
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    import numpy as np
+    from .data import save_label
+    from .evaluate import evaluate, predict, table
+    from .visualize import confusion_figure, image_grid
+
+    net, weights, mean = a.net, a.weights, None
+    if a.exp:
+        from .config import Experiment
+        from .solve import final_weights
+        exp = Experiment(a.exp)
+        net = net or exp.file("test")
+        mean = exp.meta["options"]["mean"]
+        if not weights:
+            weights = [str(final_weights(exp, p)) for p in (1, 2)
+                       if any(exp.model.glob(f"{exp.prefix(p).name}_iter_*.caffemodel"))]
+    if not net or not weights:
+        _die("give --exp, or --net TEST_PROTOTXT with --weights MODEL [MODEL ...]")
+    names = a.names or [Path(w).stem for w in weights]
+    if len(names) != len(weights):
+        _die(f"{len(names)} --names for {len(weights)} --weights")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, kept = [], []
+    for w, name in zip(weights, names):
+        try:
+            preds = predict(Path(net), Path(w), a.list, a.data_root,
+                            mean_bgr=mean or (104.008, 116.669, 122.675), progress=not a.quiet)
+            scores, keep = evaluate(preds, a.num_labels, keep=True)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            _die(str(e))
+        results.append(scores)
+        kept.append(keep)
+        k = scores.confusion.shape[0]
+        confusion_figure(scores.confusion, scores.iou, _classes(a, k), out / f"{name}_confusion.png",
+                         title=name)
+        np.savetxt(out / f"{name}_confusion.csv", scores.confusion, fmt="%d", delimiter=",")
+        if a.save_predictions:
+            for p in keep:
+                save_label(out / name / f"{p.name}.png", p.prob.argmax(0))
+    k = results[0].confusion.shape[0]
+    text = table(results, names, _classes(a, k))
+    (out / "metrics.md").write_text(text)
+    print(text, end="")
+    n = min(a.grid, len(kept[0]))
+    if n:
+        rows = [[kept[0][i].image, kept[0][i].label] + [kp[i].prob.argmax(0).astype(np.uint8)
+                                                        for kp in kept] for i in range(n)]
+        image_grid(rows, ["image", "label"] + list(names), out / "predictions.png",
+                   row_titles=[kept[0][i].name for i in range(n)])
+    print(f"wrote {out}/metrics.md, *_confusion.png" + (", predictions.png" if n else ""))
+
+
+# ---------------------------------------------------------------- visualize-gradient
+def cmd_gradient(a: argparse.Namespace) -> None:
+    import numpy as np
+    from .data import load_image, to_net_input
+    from .gradient import densecrf_layer, predict_image
+    from .visualize import gradient_grid
+
+    rgb = load_image(Path(a.image))
+    mean = a.mean
+    xy, srgb, sf = a.bi_xy_std, a.bi_rgb_std, a.scale_factor
+    if a.exp:
+        from .config import Experiment
+        from .solve import final_weights
+        exp = Experiment(a.exp)
+        meta = exp.meta
+        mean = mean or meta["options"]["mean"]
+        xy = xy or meta["options"]["bi_xy_std"]
+        srgb = srgb or meta["options"]["bi_rgb_std"]
+        a.net = a.net or str(exp.file("test"))
+        a.weights = a.weights or str(final_weights(exp, 1))
+        stride = meta["stride"]
+    else:
+        stride = a.stride
+    mean = mean or (104.008, 116.669, 122.675)
+    xy, srgb = xy or 100.0, srgb or 15.0
+    if a.prob:
+        prob = np.load(a.prob).astype(np.float32)
+        if prob.ndim != 3 or prob.shape[1:] != rgb.shape[:2]:
+            _die(f"{a.prob} holds {prob.shape}; expected K x {rgb.shape[0]} x {rgb.shape[1]}")
+        if np.any(prob < 0) or not np.allclose(prob.sum(0), 1, atol=1e-3):
+            _die(f"{a.prob} is not a probability map (each pixel must sum to 1 over K)")
+    elif a.net and a.weights:
+        prob = predict_image(Path(a.net), Path(a.weights), rgb, mean, stride)
+    else:
+        _die("give --prob FILE.npy, --exp, or --net with --weights")
+    loss, grad = densecrf_layer(to_net_input(rgb, mean), prob, xy, srgb, sf)
+    k = prob.shape[0]
+    png = gradient_grid(rgb, prob, grad, Path(a.out), _classes(a, k),
+                        title=f"DenseCRF loss {loss:.4g} (σxy {xy:g}, σrgb {srgb:g})")
+    print(f"loss {loss:.6g}; wrote {png}")
+
+
+# ---------------------------------------------------------------- scribbles
+def cmd_convert(a: argparse.Namespace) -> None:
+    from tqdm import tqdm
+    from .data import save_label
+    from .scribbles import convert, read_mapping
+
+    files: List[Path] = []
+    for src in a.xml:
+        p = Path(src)
+        files.extend(sorted(p.glob("*.xml")) if p.is_dir() else [p])
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing or not files:
+        _die(f"no such XML file(s): {', '.join(missing) or ' '.join(a.xml)}")
+    mapping = read_mapping(Path(a.mapping)) if a.mapping else None
+    out = Path(a.out)
+    labelled = total = 0
+    for f in tqdm(files, desc="convert", unit="file", disable=a.quiet):
+        try:
+            lab = convert(f, mapping, a.thickness)
+        except (KeyError, ValueError) as e:
+            _die(str(e).strip("'\""))
+        save_label(out / f"{f.stem}.png", lab)
+        labelled += int((lab != 255).sum())
+        total += lab.size
+    print(f"wrote {len(files)} label PNGs to {out}; {100 * labelled / max(total, 1):.2f} % of "
+          "pixels labelled")
+
+
+def cmd_synthesize(a: argparse.Namespace) -> None:
+    import numpy as np
+    from tqdm import tqdm
+    from .data import load_image, load_label, save_label
+    from .scribbles import seed_for, synthesize
+    from .visualize import image_grid
+
+    masks = sorted(Path(a.masks).glob("*.png"))
+    if not masks:
+        _die(f"no PNG masks in {a.masks}")
+    out = Path(a.out)
+    labelled = total = 0
+    preview = []
+    for m in tqdm(masks, desc="synthesize", unit="mask", disable=a.quiet):
+        mask = load_label(m)
+        s = synthesize(mask, a.fraction, a.thickness, a.strokes, a.min_area,
+                       seed_for(m.stem, a.seed))
+        save_label(out / m.name, s)
+        labelled += int((s != 255).sum())
+        total += int((mask != 255).sum())
+        if len(preview) < 4:
+            row = [mask, s]
+            if a.images:
+                img = next(Path(a.images).glob(m.stem + ".*"), None)
+                row = ([load_image(img)] if img else [np.full(mask.shape + (3,), 128, np.uint8)]) + row
+            preview.append(row)
+    frac = labelled / max(total, 1)
+    cols = (["image"] if a.images else []) + ["mask", "scribbles"]
+    image_grid(preview, cols, out.parent / f"{out.name}_preview.png")
+    print(f"wrote {len(masks)} scribble PNGs to {out}: {100 * frac:.2f} % of pixels labelled "
+          f"(target {100 * a.fraction:.1f} %); preview {out.parent / (out.name + '_preview.png')}")
+
+
+# ---------------------------------------------------------------- lists
+def cmd_lists(a: argparse.Namespace) -> None:
+    from .data import write_lists
+
+    ids = None
+    if a.ids:
+        ids = [l.split()[0] for l in Path(a.ids).read_text().splitlines() if l.strip()]
+    try:
+        train, val = write_lists(Path(a.data), Path(a.out or Path(a.data) / "list"), a.labels,
+                                 a.val_fraction, a.seed, a.val_labels, ids)
+    except (FileNotFoundError, ValueError) as e:
+        _die(str(e))
+    for p in (train, val):
+        print(f"{p}: {len(p.read_text().splitlines())} images")
+
+
+# ---------------------------------------------------------------- parse-log
+def cmd_parse_log(a: argparse.Namespace) -> None:
+    from .logs import parse, write_csv
+    from .visualize import loss_curves
+
+    rows = []
+    for i, log in enumerate(a.logs, start=1):
+        if not Path(log).is_file():
+            _die(f"no log file {log}")
+        rows.extend(parse(Path(log).read_text(errors="replace"), phase=str(i)))
+    train_rows = [r for r in rows if r["phase"] not in ("test", "batch")]
+    if not rows:
+        _die("no Caffe iteration or test lines found; is this glog output of `caffe train`?")
+    out = Path(a.out)
+    csv_path = write_csv(rows, out.with_suffix(".csv"))
+    print(f"wrote {csv_path} ({len(train_rows)} training iterations logged)")
+    if train_rows:
+        write_csv(train_rows, out.with_suffix(".train.csv"))
+        png = loss_curves(out.with_suffix(".train.csv"), out.with_suffix(".png"))
+        out.with_suffix(".train.csv").unlink()
+        print(f"wrote {png}")
+    batches = [r for r in rows if r["phase"] == "batch"]
+    if batches:
+        last = {k: v for k, v in batches[-1].items() if k not in ("phase", "iter")}
+        print(f"caffe test, last batch ({batches[-1]['iter']}): "
+              + ", ".join(f"{k} = {v:.4f}" for k, v in last.items()))
+
+
+# ---------------------------------------------------------------- parser
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="rloss", description="Train segmentation nets from scribbles with regularized "
+        "losses (DenseCRF) in Caffe.", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `rloss COMMAND --help` for a command's options and an example.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show Caffe's log")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _add(sub, "prototxt", "generate train/test nets and solvers for both phases", """
+        rloss prototxt --net small --data-root data/ --num-labels 2 --crop-size 97 \\
+            --batch-size 8 --solver-mode CPU --out exp/""", cmd_prototxt)
+    p.add_argument("--net", default="deeplab_largeFOV",
+                   choices=["deeplab_largeFOV", "deeplab_msc_largeFOV", "deeplab_vgg16",
+                            "resnet-101", "small"])
+    p.add_argument("--out", required=True, help="experiment folder (files go to OUT/config)")
+    p.add_argument("--data-root", help="ImageSegData root_folder; default lists: "
+                   "DATA_ROOT/list/{train,val}.txt")
+    p.add_argument("--train-list", help="list of 'image label' lines for training")
+    p.add_argument("--test-list", help="list for the test net")
+    p.add_argument("--num-labels", type=int, help="classes, background included (default 21)")
+    p.add_argument("--crop-size", type=int, help="training crop (default 321)")
+    p.add_argument("--test-crop-size", type=int, help="test crop (default 513)")
+    p.add_argument("--batch-size", type=int, help="default: the release's for the net")
+    p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"),
+                   help="mean subtracted from the image, BGR (default VOC's)")
+    p.add_argument("--densecrf-weight", type=float, help="loss weight (default 1e-8)")
+    p.add_argument("--bi-xy-std", type=float, help="σxy (default 100; 80 for resnet-101)")
+    p.add_argument("--bi-rgb-std", type=float, help="σrgb (default 15; 13 for resnet-101)")
+    p.add_argument("--scale-factor", type=float, help="DenseCRF loss resolution (default 1)")
+    p.add_argument("--solver-mode", default="CPU", choices=["CPU", "GPU"])
+    p.add_argument("--exp-name", help="suffix of the classifier's name fc8_<name> "
+                   "(default 'pascal_scribble'); a new name re-initialises it from --weights")
+    p.add_argument("--base-lr", type=float, help="phase 1 (default 1e-3)")
+    p.add_argument("--base-lr2", type=float, help="phase 2 (default 1e-4)")
+    p.add_argument("--max-iter", type=int, help="per phase (default 9000)")
+    p.add_argument("--stepsize", type=int, help="lr x 0.1 every STEPSIZE iterations (default 3000)")
+    p.add_argument("--snapshot", type=int, help="snapshot every N iterations (default 1000)")
+
+    p = _add(sub, "train", "train phase 1 (pCE) and/or phase 2 (pCE + DenseCRF) with pycaffe", """
+        rloss train --exp exp/ --phase both --weights init.caffemodel
+        rloss train --exp exp/ --resume          # after Ctrl-C""", cmd_train)
+    p.add_argument("--exp", required=True, help="experiment folder made by `rloss prototxt`")
+    p.add_argument("--phase", choices=["1", "2", "both"], default="both")
+    p.add_argument("--weights", help="initial caffemodel (phase 1; phase 2 when run alone)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest snapshots")
+    p.add_argument("--max-iter", type=int, help="override the solvers' max_iter")
+    p.add_argument("--max-iter2", type=int, help="override max_iter of phase 2 only")
+    p.add_argument("--snapshot", type=int, help="override the snapshot interval")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    p = _add(sub, "eval", "score models over a list: per-class IoU, mIoU, pixel accuracy", """
+        rloss eval --exp exp/ --out exp/eval               # both phases' final models
+        rloss eval --net exp/config/test.prototxt --weights a.caffemodel b.caffemodel \\
+            --names pCE DenseCRF --list data/list/val.txt --out eval/ --save-predictions""",
+             cmd_eval)
+    p.add_argument("--exp", help="experiment folder: its test net and final snapshots")
+    p.add_argument("--net", help="test prototxt (ImageSegData + fc8_interp)")
+    p.add_argument("--weights", nargs="+", help="one or more caffemodels, compared side by side")
+    p.add_argument("--names", nargs="+", help="a column name per model")
+    p.add_argument("--list", help="evaluate this list instead of the test net's")
+    p.add_argument("--data-root", help="root folder for --list")
+    p.add_argument("--num-labels", type=int, help="default: the net's output channels")
+    p.add_argument("--classes", help="file with one class name per line")
+    p.add_argument("--out", default="eval", help="folder for the table, figures, predictions")
+    p.add_argument("--save-predictions", action="store_true",
+                   help="write palette PNGs of the predictions (OUT/<name>/<image>.png)")
+    p.add_argument("--grid", type=int, default=6, help="images in predictions.png (0: none)")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = _add(sub, "visualize-gradient", "per-class probabilities and the DenseCRF loss "
+             "gradient of one image, as a PNG grid", """
+        rloss visualize-gradient --image horse001.jpg --exp exp/ --out grad.png
+        rloss visualize-gradient --image im.jpg --prob prob.npy --bi-xy-std 50 --out grad.png""",
+             cmd_gradient)
+    p.add_argument("--image", required=True)
+    p.add_argument("--exp", help="experiment folder (test net, phase 1 model, σ's, mean)")
+    p.add_argument("--net", help="test prototxt")
+    p.add_argument("--weights", help="caffemodel")
+    p.add_argument("--prob", help="K x H x W probabilities (.npy) instead of a model")
+    p.add_argument("--stride", type=int, default=8, help="the net's output stride (with --net)")
+    p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"))
+    p.add_argument("--bi-xy-std", type=float)
+    p.add_argument("--bi-rgb-std", type=float)
+    p.add_argument("--scale-factor", type=float, default=1.0)
+    p.add_argument("--classes", help="file with one class name per line")
+    p.add_argument("--out", default="gradient.png")
+
+    p = _add(sub, "scribbles", "scribble labels: convert ScribbleSup XML or synthesize from masks",
+             """
+        rloss scribbles convert scribble_annotation/pascal_2012/ --out pascal_2012_scribble/
+        rloss scribbles synthesize --masks SegmentationClass/ --out scribbles/""", None)
+    ss = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = _add(ss, "convert", "ScribbleSup XML to label PNGs (255 = unlabelled), strokes 3 px wide",
+             """
+        rloss scribbles convert pascal_2012/ --out pascal_2012_scribble/
+        rloss scribbles convert ctx/*.xml --mapping context_tags.txt --out ctx_scribble/""",
+             cmd_convert)
+    q.add_argument("xml", nargs="+", help="XML files or folders of them")
+    q.add_argument("--out", required=True)
+    q.add_argument("--mapping", help="'tag index' per line, for tags beyond VOC's 21")
+    q.add_argument("--thickness", type=int, default=3)
+    q.add_argument("-q", "--quiet", action="store_true")
+    q = _add(ss, "synthesize", "scribbles from full masks: medial-axis strokes per region", """
+        rloss scribbles synthesize --masks data/SegmentationClass --images data/JPEGImages \\
+            --out data/scribbles --fraction 0.03 --seed 0""", cmd_synthesize)
+    q.add_argument("--masks", required=True, help="folder of full-mask PNGs")
+    q.add_argument("--out", required=True)
+    q.add_argument("--images", help="image folder, for the preview picture")
+    q.add_argument("--fraction", type=float, default=0.03, help="share of pixels to label")
+    q.add_argument("--thickness", type=int, default=3)
+    q.add_argument("--strokes", type=int, default=3, help="strokes per region at most")
+    q.add_argument("--min-area", type=int, default=64, help="skip smaller regions")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("-q", "--quiet", action="store_true")
+
+    p = _add(sub, "lists", "train/val list files for ImageSegData", """
+        rloss lists --data data/ --labels scribbles --val-labels SegmentationClass \\
+            --val-fraction 0.2 --seed 0      # writes data/list/{train,val}.txt""", cmd_lists)
+    p.add_argument("--data", required=True, help="folder with JPEGImages/ and label folders")
+    p.add_argument("--labels", default="SegmentationClass", help="label folder for training")
+    p.add_argument("--val-labels", help="label folder for validation (default: --labels)")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ids", help="use only these ids (one per line)")
+    p.add_argument("--out", help="folder for train.txt and val.txt (default DATA/list)")
+
+    p = _add(sub, "parse-log", "Caffe's training log (glog) to CSV and a plot", """
+        caffe train --solver solver.prototxt 2> phase1.log
+        rloss parse-log phase1.log phase2.log --out curves   # curves.csv, curves.png""",
+             cmd_parse_log)
+    p.add_argument("logs", nargs="+", help="one log per phase, in order")
+    p.add_argument("--out", default="log", help="output path without suffix")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    a = parser().parse_args(argv)
+    if not a.verbose:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+    a.func(a)
+
+
+if __name__ == "__main__":
+    main()

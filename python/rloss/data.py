@@ -1,0 +1,144 @@
+"""Images, label maps and the list files ImageSegData reads.
+
+Label maps are 8-bit PNGs holding class indices (255 = unlabelled). They are
+written as palette PNGs with PASCAL VOC's colours, as VOC's SegmentationClass
+and the scribble release are, so they look right in an image viewer and read
+back as indices (never as colours) in Caffe's ImageSegData and in PIL.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+IGNORE = 255
+
+#: PASCAL VOC's 21 classes, in label order (the names ScribbleSup's XML uses).
+VOC_CLASSES = ("background", "plane", "bike", "bird", "boat", "bottle", "bus", "car", "cat",
+               "chair", "cow", "table", "dog", "horse", "motorbike", "person", "plant",
+               "sheep", "sofa", "train", "monitor")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
+
+
+def voc_palette() -> np.ndarray:
+    """VOC's colour map, 256 x 3 uint8: class c gets the bits of c spread over
+    the high bits of R, G and B; 255 (unlabelled) is the off-white VOC uses."""
+    pal = np.zeros((256, 3), np.uint8)
+    for c in range(256):
+        r = g = b = 0
+        v = c
+        for shift in range(7, -1, -1):
+            r |= (v & 1) << shift
+            g |= ((v >> 1) & 1) << shift
+            b |= ((v >> 2) & 1) << shift
+            v >>= 3
+        pal[c] = (r, g, b)
+    return pal
+
+
+def colorize(label: np.ndarray) -> np.ndarray:
+    """An H x W x 3 uint8 picture of a label map."""
+    return voc_palette()[np.asarray(label, np.uint8)]
+
+
+def save_label(path: Path, label: np.ndarray) -> None:
+    """Write class indices as a palette PNG (lossless; indices stay indices)."""
+    arr = np.asarray(label)
+    if arr.ndim != 2:
+        raise ValueError(f"a label map is 2-D; got shape {arr.shape} for {path}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError(f"label values must lie in 0..255 for {path}")
+    img = Image.fromarray(arr.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette().ravel().tolist())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def load_label(path: Path) -> np.ndarray:
+    """Class indices of a palette or grey PNG, as ImageSegData reads them."""
+    img = Image.open(path)
+    if img.mode not in ("P", "L"):
+        raise ValueError(f"{path} is a {img.mode} image; a label map must be a palette "
+                         "or 8-bit grey PNG of class indices")
+    return np.array(img, dtype=np.uint8)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """H x W x 3 uint8 RGB."""
+    return np.array(Image.open(path).convert("RGB"))
+
+
+def to_net_input(rgb: np.ndarray, mean_bgr: Sequence[float]) -> np.ndarray:
+    """What ImageSegData feeds a net: 3 x H x W float32, BGR, mean subtracted."""
+    bgr = rgb[..., ::-1].astype(np.float32) - np.asarray(mean_bgr, np.float32)
+    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
+
+
+def read_list(path: Path) -> List[Tuple[str, str]]:
+    """(image, label) pairs of an ImageSegData list file."""
+    pairs = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{lineno}: expected 'image label', got {line!r}")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def resolve(root: Path, entry: str) -> Path:
+    """A list entry joined to the root folder the way ImageSegData joins it."""
+    return Path(str(root) + "/" + entry.lstrip("/")) if str(root) else Path(entry)
+
+
+def find_ids(data: Path, labels: str) -> List[str]:
+    """Ids that have both an image in JPEGImages/ and a label in ``labels``/."""
+    images = {p.stem: p for p in (data / "JPEGImages").iterdir()
+              if p.suffix.lower() in IMAGE_SUFFIXES} if (data / "JPEGImages").is_dir() else {}
+    if not images:
+        raise FileNotFoundError(f"no images in {data / 'JPEGImages'}")
+    label_dir = data / labels
+    if not label_dir.is_dir():
+        raise FileNotFoundError(f"no label folder {label_dir}")
+    have = {p.stem for p in label_dir.glob("*.png")}
+    ids = sorted(set(images) & have)
+    if not ids:
+        raise FileNotFoundError(f"no image in {data / 'JPEGImages'} has a label in {label_dir}")
+    return ids
+
+
+def list_lines(data: Path, ids: Iterable[str], labels: str) -> List[str]:
+    """List lines relative to ``data`` (ImageSegData's root_folder)."""
+    suffix = {p.stem: p.name for p in (data / "JPEGImages").iterdir()}
+    return [f"JPEGImages/{suffix.get(i, i + '.jpg')} {labels}/{i}.png" for i in ids]
+
+
+def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
+    """A seeded split; at least one id on each side when there are two or more."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val fraction is {val_fraction}; it must lie in [0, 1)")
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    n_val = int(round(len(order) * val_fraction))
+    if val_fraction > 0 and len(order) >= 2:
+        n_val = min(max(n_val, 1), len(order) - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def write_lists(data: Path, out: Path, labels: str, val_fraction: float = 0.2,
+                seed: int = 0, val_labels: Optional[str] = None,
+                ids: Optional[Sequence[str]] = None) -> Tuple[Path, Path]:
+    """train.txt / val.txt under ``out``. ``val_labels`` lets validation read
+    full masks while training reads scribbles."""
+    ids = list(ids) if ids is not None else find_ids(data, labels)
+    train, val = split_ids(ids, val_fraction, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "train.txt", out / "val.txt"
+    paths[0].write_text("".join(f"{s}\n" for s in list_lines(data, train, labels)))
+    paths[1].write_text("".join(f"{s}\n" for s in list_lines(data, val, val_labels or labels)))
+    return paths

@@ -1,0 +1,173 @@
+"""Segmentation scores from a confusion matrix, and running a trained model
+over a list file.
+
+The scores follow PASCAL VOC's: per-class IoU = TP / (TP + FP + FN), mIoU
+the mean over classes that occur in the labels or the predictions, pixel
+accuracy over labelled pixels (255 is skipped).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .data import IGNORE
+
+
+def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int,
+              ignore: int = IGNORE) -> np.ndarray:
+    """num_classes x num_classes counts, rows = true class, columns = predicted."""
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    label = np.asarray(label).ravel().astype(np.int64)
+    keep = label != ignore
+    bad = keep & ((label < 0) | (label >= num_classes))
+    if bad.any():
+        raise ValueError(f"label {int(label[bad][0])} is outside 0..{num_classes - 1} and is "
+                         f"not the ignore label {ignore}; check --num-labels")
+    idx = label[keep] * num_classes + np.clip(pred[keep], 0, num_classes - 1)
+    return np.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+@dataclass
+class Scores:
+    confusion: np.ndarray
+    iou: np.ndarray = field(init=False)  # NaN where a class occurs nowhere
+    class_accuracy: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.confusion.astype(np.float64)
+        tp = np.diag(c)
+        union = c.sum(0) + c.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.iou = np.where(union > 0, tp / union, np.nan)
+            self.class_accuracy = np.where(c.sum(1) > 0, tp / c.sum(1), np.nan)
+
+    @property
+    def miou(self) -> float:
+        return float(np.nanmean(self.iou)) if np.isfinite(self.iou).any() else float("nan")
+
+    @property
+    def pixel_accuracy(self) -> float:
+        total = self.confusion.sum()
+        return float(np.trace(self.confusion) / total) if total else float("nan")
+
+    @property
+    def mean_class_accuracy(self) -> float:
+        ok = np.isfinite(self.class_accuracy)
+        return float(self.class_accuracy[ok].mean()) if ok.any() else float("nan")
+
+
+@dataclass
+class Prediction:
+    name: str
+    image: np.ndarray  # H x W x 3 RGB uint8 (what the net saw, mean added back)
+    label: np.ndarray  # H x W uint8
+    prob: np.ndarray   # K x H x W
+
+
+def _with_list(net_path: Path, list_path: Optional[Path], data_root: Optional[Path]) -> Path:
+    """The test net with its data layer pointed at another list (a temp copy)."""
+    if list_path is None and data_root is None:
+        return net_path
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
+    data = [l for l in net.layer if l.type == "ImageSegData"]
+    if not data:
+        raise ValueError(f"{net_path} has no ImageSegData layer to point at --list")
+    for layer in data:
+        if list_path is not None:
+            layer.image_data_param.source = str(Path(list_path).resolve())
+        if data_root is not None:
+            layer.image_data_param.root_folder = str(Path(data_root).resolve()) + "/"
+    fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="rloss_eval_")
+    with os.fdopen(fd, "w") as f:
+        f.write(text_format.MessageToString(net))
+    return Path(tmp)
+
+
+def list_of(net_path: Path) -> Tuple[Path, Path]:
+    """(list file, root folder) the test net's data layer reads."""
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
+    for layer in net.layer:
+        if layer.type == "ImageSegData":
+            p = layer.image_data_param
+            return Path(p.source), Path(p.root_folder)
+    raise ValueError(f"{net_path} has no ImageSegData layer")
+
+
+def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
+            data_root: Optional[Path] = None, scores_blob: str = "fc8_interp",
+            mean_bgr: Sequence[float] = (104.008, 116.669, 122.675),
+            progress: bool = True) -> Iterator[Prediction]:
+    """Run a test net (ImageSegData + ``fc8_interp``) over its list, one image
+    at a time, cropped to data_dim."""
+    import caffe
+    from tqdm import tqdm
+    from .data import read_list
+
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"no weights file {weights}")
+    net_file = _with_list(Path(net_path), list_path, data_root)
+    try:
+        src, _root = list_of(net_file)
+        names = [Path(img).stem for img, _ in read_list(src)]
+        net = caffe.Net(str(net_file), str(weights), caffe.TEST)
+    finally:
+        if net_file != Path(net_path):
+            net_file.unlink()
+    if scores_blob not in net.blobs:
+        raise KeyError(f"{net_path} has no blob {scores_blob!r}; the test nets of "
+                       "`rloss prototxt` end in fc8_interp")
+    for name in tqdm(names, desc=f"eval {Path(weights).name}", unit="img", disable=not progress):
+        net.forward()
+        h, w = (int(v) for v in net.blobs["data_dim"].data.ravel()[:2])
+        scores = net.blobs[scores_blob].data[0, :, :h, :w]
+        prob = np.exp(scores - scores.max(0, keepdims=True))
+        prob /= prob.sum(0, keepdims=True)
+        bgr = net.blobs["data"].data[0, :, :h, :w].transpose(1, 2, 0) + np.asarray(mean_bgr)
+        rgb = np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+        label = net.blobs["label"].data[0, 0, :h, :w].astype(np.uint8)
+        yield Prediction(name, rgb, label, prob.astype(np.float32))
+
+
+def evaluate(predictions: Iterator[Prediction], num_classes: Optional[int] = None,
+             keep: bool = False) -> Tuple[Scores, List[Prediction]]:
+    """Accumulate a confusion matrix (over the net's classes unless told);
+    keep the predictions when asked."""
+    total: Optional[np.ndarray] = None
+    kept = []
+    for p in predictions:
+        k = num_classes or p.prob.shape[0]
+        if total is None:
+            total = np.zeros((k, k), np.int64)
+        total += confusion(p.prob.argmax(0), p.label, k)
+        if keep:
+            kept.append(p)
+    if total is None:
+        raise ValueError("the list is empty: nothing to evaluate")
+    return Scores(total), kept
+
+
+def table(scores: Sequence[Scores], names: Sequence[str],
+          classes: Optional[Sequence[str]] = None) -> str:
+    """A markdown table: one column per model, rows per class then summaries."""
+    k = scores[0].confusion.shape[0]
+    classes = list(classes or [f"class {i}" for i in range(k)])
+    head = "| | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names) + "\n"
+    rows = []
+    for i in range(k):
+        cells = ["—" if np.isnan(s.iou[i]) else f"{100 * s.iou[i]:.1f}" for s in scores]
+        rows.append(f"| IoU {classes[i]} | " + " | ".join(cells) + " |")
+    rows.append("| **mIoU** | " + " | ".join(f"**{100 * s.miou:.1f}**" for s in scores) + " |")
+    rows.append("| pixel accuracy | " + " | ".join(f"{100 * s.pixel_accuracy:.1f}"
+                                                   for s in scores) + " |")
+    rows.append("| mean class accuracy | " + " | ".join(f"{100 * s.mean_class_accuracy:.1f}"
+                                                        for s in scores) + " |")
+    return head + "\n".join(rows) + "\n"

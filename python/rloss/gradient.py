@@ -1,0 +1,115 @@
+"""The DenseCRF loss and its gradient for one image, through the C++ layer
+itself (not a restatement), and a trained net's probabilities for one image.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence, Tuple
+
+import numpy as np
+
+
+def _net_from_proto(proto, phase) -> "caffe.Net":  # noqa: F821
+    import caffe
+    fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="rloss_")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(str(proto))
+        return caffe.Net(path, phase)
+    finally:
+        os.unlink(path)
+
+
+def densecrf_layer(image: np.ndarray, prob: np.ndarray, bi_xy_std: float, bi_rgb_std: float,
+                   scale_factor: float = 1.0) -> Tuple[float, np.ndarray]:
+    """(loss, dloss/dprob) of the DenseCRFLoss layer, loss weight 1, for an
+    image C x H x W (as the net sees it: BGR minus the mean) and
+    probabilities K x H x W."""
+    import caffe
+    from caffe import layers as L
+
+    if image.ndim != 3 or prob.ndim != 3 or image.shape[1:] != prob.shape[1:]:
+        raise ValueError(f"image {image.shape} and probabilities {prob.shape} must be "
+                         "C x H x W and K x H x W of the same size")
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, *image.shape]))
+    n.prob = L.Input(shape=dict(dim=[1, *prob.shape]))
+    param = dict(bi_xy_std=bi_xy_std, bi_rgb_std=bi_rgb_std)
+    if scale_factor != 1:
+        param["scale_factor"] = scale_factor
+    n.loss = L.DenseCRFLoss(n.data, n.prob, propagate_down=[False, True], loss_weight=1,
+                            densecrf_loss_param=param)
+    proto = n.to_proto()
+    proto.force_backward = True  # Input blobs need no gradient unless forced
+    net = _net_from_proto(proto, caffe.TRAIN)
+    net.blobs["data"].data[0] = image
+    net.blobs["prob"].data[0] = prob
+    loss = float(net.forward()["loss"])
+    net.backward()
+    return loss, net.blobs["prob"].diff[0].copy()
+
+
+def _parse_net(net_path: Path):
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    return text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
+
+
+def crop_of(net_path: Path) -> Tuple[int, int]:
+    """(height, width) the test net's data layer pads to; (0, 0) if none."""
+    for layer in _parse_net(net_path).layer:
+        if layer.type == "ImageSegData":
+            t = layer.transform_param
+            return (t.crop_height or t.crop_size, t.crop_width or t.crop_size)
+    return 0, 0
+
+
+def deploy_from_test(net_path: Path, height: int, width: int):
+    """The test net with an Input layer of the given size in place of its
+    data layer, and without the layers that need labels."""
+    from caffe.proto import caffe_pb2
+
+    src = _parse_net(net_path)
+    out = caffe_pb2.NetParameter()
+    out.name = src.name
+    data = out.layer.add(name="data", type="Input", top=["data"])
+    data.input_param.shape.add(dim=[1, 3, height, width])
+    for layer in src.layer:
+        if layer.type == "ImageSegData":
+            continue
+        if any(b in ("label", "data_dim") for b in layer.bottom):
+            continue
+        out.layer.add().CopyFrom(layer)
+    return out
+
+
+def predict_image(net_path: Path, weights: Path, rgb: np.ndarray,
+                  mean_bgr: Sequence[float], stride: int = 8,
+                  scores_blob: str = "fc8_interp") -> np.ndarray:
+    """Softmax probabilities K x H x W of a trained test net on one RGB image.
+    The image is padded with the mean (bottom and right) to the test net's
+    crop, as its data layer pads, or to stride * k + 1 pixels if larger (the
+    sizes at which the net's zoom returns exactly the input grid). The pad
+    size matters: the first convolution's bias makes padding non-zero."""
+    import caffe
+    from .data import to_net_input
+
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"no weights file {weights}")
+    h, w = rgb.shape[:2]
+    ch, cw = crop_of(net_path)
+    ph = max(ch, -(-(h - 1) // stride) * stride + 1)
+    pw = max(cw, -(-(w - 1) // stride) * stride + 1)
+    net = _net_from_proto(deploy_from_test(net_path, ph, pw), caffe.TEST)
+    net.copy_from(str(weights))
+    x = np.zeros((3, ph, pw), np.float32)
+    x[:, :h, :w] = to_net_input(rgb, mean_bgr)
+    net.blobs["data"].data[0] = x
+    net.forward()
+    if scores_blob not in net.blobs:
+        raise KeyError(f"{net_path} has no blob {scores_blob!r}")
+    s = net.blobs[scores_blob].data[0, :, :h, :w]
+    p = np.exp(s - s.max(0, keepdims=True))
+    return (p / p.sum(0, keepdims=True)).astype(np.float32)

@@ -1,0 +1,331 @@
+"""The Caffe-facing subcommands on a tiny generated set: `rloss prototxt`,
+`rloss train` (both phases, resume, Ctrl-C), `tools/train.sh`, `rloss eval`
+and `rloss visualize-gradient`."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from conftest import REPO, child_env
+from test_data_tools import rloss_cli
+
+CROP, TEST_CROP = 41, 65
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from rloss import data, scribbles, synthetic
+    root = tmp_path_factory.mktemp("set")
+    ids = synthetic.make_dataset(root, 8, size=(44, 56), jitter=8, seed=5)
+    for i in ids:
+        mask = data.load_label(root / "SegmentationClass" / f"{i}.png")
+        data.save_label(root / "scribbles" / f"{i}.png",
+                        scribbles.synthesize(mask, 0.05, min_area=32,
+                                             rng=scribbles.seed_for(i, 0)))
+    data.write_lists(root, root / "list", "scribbles", 0.25, 0, "SegmentationClass")
+    return root
+
+
+def make_exp(dataset: Path, out: Path, *extra) -> Path:
+    rloss_cli("prototxt", "--net", "small", "--data-root", dataset, "--num-labels", 3,
+              "--crop-size", CROP, "--test-crop-size", TEST_CROP, "--batch-size", 2,
+              "--out", out, *extra)
+    return out
+
+
+def read_rows(exp: Path):
+    with open(exp / "log" / "train.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_prototxt_defaults_are_published(caffe, dataset, tmp_path):
+    from caffe.proto import caffe_pb2
+    for net, sigmas in (("deeplab_largeFOV", (100, 15)), ("resnet-101", (80, 13))):
+        out = tmp_path / net
+        rloss_cli("prototxt", "--net", net, "--data-root", dataset, "--out", out)
+        for name, lr in (("solver", 1e-3), ("solverwithdensecrfloss", 1e-4)):
+            s = text_format.Parse((out / "config" / f"{name}.prototxt").read_text(),
+                                  caffe_pb2.SolverParameter())
+            assert s.base_lr == pytest.approx(lr) and s.lr_policy == "step"
+            assert (s.stepsize, s.max_iter, s.snapshot) == (3000, 9000, 1000)
+            assert s.gamma == pytest.approx(0.1) and s.momentum == pytest.approx(0.9)
+            assert s.weight_decay == pytest.approx(5e-4)
+            assert s.solver_mode == caffe_pb2.SolverParameter.CPU
+            assert Path(s.train_net).is_file()
+        n = text_format.Parse((out / "config" / "trainwithdensecrfloss.prototxt").read_text(),
+                              caffe_pb2.NetParameter())
+        crf = [l for l in n.layer if l.type == "DenseCRFLoss"][0]
+        assert (crf.densecrf_loss_param.bi_xy_std, crf.densecrf_loss_param.bi_rgb_std) == sigmas
+        assert crf.loss_weight[0] == pytest.approx(1e-8)
+        assert list(crf.propagate_down) == [False, True]
+        data = n.layer[0]
+        assert data.transform_param.crop_size == 321
+        assert data.image_data_param.source == str(dataset / "list" / "train.txt")
+        assert [l for l in n.layer if l.name.startswith("fc8") or l.name.startswith("fc1")][0] \
+            .convolution_param.num_output == 21
+        # The published structure: the same layers as the shipped template.
+        from rloss import nets
+        shipped = nets.fill((REPO / "prototxt" / net / "trainwithdensecrfloss.prototxt")
+                            .read_text(), dict(DATA_ROOT="/d/", EXP="pascal_scribble",
+                                               TRAIN_SET="train", NUM_LABELS=21), net=net)
+        ref = text_format.Parse(shipped, caffe_pb2.NetParameter())
+        assert [(l.name, l.type, list(l.bottom), list(l.top)) for l in n.layer] == \
+            [(l.name, l.type, list(l.bottom), list(l.top)) for l in ref.layer]
+
+
+def test_prototxt_options_and_refusals(caffe, dataset, tmp_path):
+    from caffe.proto import caffe_pb2
+    exp = make_exp(dataset, tmp_path / "e", "--mean", 1, 2, 3, "--densecrf-weight", 2e-9,
+                   "--bi-xy-std", 40, "--bi-rgb-std", 9, "--scale-factor", 0.5,
+                   "--solver-mode", "GPU", "--max-iter", 77, "--base-lr2", 5e-5)
+    n = text_format.Parse((exp / "config" / "trainwithdensecrfloss.prototxt").read_text(),
+                          caffe_pb2.NetParameter())
+    d = n.layer[0]
+    assert list(d.transform_param.mean_value) == [1, 2, 3]
+    assert (d.transform_param.crop_size, d.image_data_param.batch_size) == (CROP, 2)
+    crf = [l for l in n.layer if l.type == "DenseCRFLoss"][0]
+    p = crf.densecrf_loss_param
+    assert (p.bi_xy_std, p.bi_rgb_std, p.scale_factor) == (40, 9, 0.5)
+    assert crf.loss_weight[0] == pytest.approx(2e-9)
+    s = text_format.Parse((exp / "config" / "solverwithdensecrfloss.prototxt").read_text(),
+                          caffe_pb2.SolverParameter())
+    assert (s.max_iter, s.solver_mode) == (77, caffe_pb2.SolverParameter.GPU)
+    assert s.base_lr == pytest.approx(5e-5)
+    # Every generated net builds in Caffe.
+    for v in ("train", "trainwithdensecrfloss"):
+        net = caffe.Net(str(exp / "config" / f"{v}.prototxt"), caffe.TRAIN)
+        assert net.blobs["label_shrink"].data.shape == (2, 1, 11, 11)
+    net = caffe.Net(str(exp / "config" / "test.prototxt"), caffe.TEST)
+    assert net.blobs["fc8_interp"].data.shape == (1, 3, TEST_CROP, TEST_CROP)
+    for bad, msg in ((["--bi-xy-std", "0"], "must be positive"),
+                     (["--scale-factor", "2"], r"\(0, 1\]"),
+                     (["--train-list", "/nope.txt"], "does not exist")):
+        r = rloss_cli("prototxt", "--net", "small", "--data-root", dataset, "--out",
+                      tmp_path / "bad", *bad, check=False)
+        assert r.returncode == 2 and __import__("re").search(msg, r.stderr), r.stderr
+
+
+def test_train_both_phases(caffe, dataset, tmp_path):
+    exp = make_exp(dataset, tmp_path / "e", "--max-iter", 6, "--snapshot", 4, "--base-lr2", 0)
+    r = rloss_cli("train", "--exp", exp, "-q")
+    assert "phase 2:" in r.stdout
+    rows = read_rows(exp)
+    assert [(int(r["phase"]), int(r["iter"])) for r in rows] == \
+        [(1, i) for i in range(6)] + [(2, i) for i in range(6)]
+    for r in rows:
+        assert float(r["softmax_loss"]) > 0 and 0 <= float(r["accuracy_miou"]) <= 1
+        # The total is the weighted sum of the terms.
+        crf = float(r["densecrf_loss"]) if r["densecrf_loss"] else 0.0
+        assert float(r["loss"]) == pytest.approx(float(r["softmax_loss"]) + 1e-8 * crf,
+                                                 rel=1e-4)
+        assert (r["densecrf_loss"] != "") == (r["phase"] == "2")
+    assert all(float(r["densecrf_loss"]) < 0 for r in rows if r["phase"] == "2")
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3) and float(rows[-1]["lr"]) == 0
+    models = exp / "model"
+    for name in ("train_iter_4", "train_iter_6", "trainwithdensecrfloss_iter_6"):
+        assert (models / f"{name}.caffemodel").is_file()
+        assert (models / f"{name}.solverstate").is_file()
+    assert (exp / "log" / "loss_curves.png").stat().st_size > 10000
+    # Phase 2 starts from phase 1's final snapshot: with base_lr 0 it stays there.
+    a = caffe.Net(str(exp / "config" / "test.prototxt"), str(models / "train_iter_6.caffemodel"),
+                  caffe.TEST)
+    b = caffe.Net(str(exp / "config" / "test.prototxt"),
+                  str(models / "trainwithdensecrfloss_iter_6.caffemodel"), caffe.TEST)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name][0].data, b.params[name][0].data)
+    fresh = caffe.Net(str(exp / "config" / "train.prototxt"), caffe.TRAIN)
+    assert not np.array_equal(fresh.params["conv1_1"][0].data, a.params["conv1_1"][0].data)
+
+
+def test_interrupt_then_resume(caffe, dataset, tmp_path, monkeypatch):
+    """Ctrl-C between iterations snapshots; --resume continues from there and
+    the log has each iteration once."""
+    from rloss import solve
+    from rloss.config import Experiment
+    exp = Experiment(make_exp(dataset, tmp_path / "e", "--max-iter", 8, "--snapshot", 100))
+    real = caffe.get_solver
+
+    class Interrupting:
+        def __init__(self, s):
+            self._s = s
+
+        def step(self, n):
+            if self._s.iter == 3:
+                raise KeyboardInterrupt
+            self._s.step(n)
+
+        def __getattr__(self, name):
+            return getattr(self._s, name)
+
+    monkeypatch.setattr(caffe, "get_solver", lambda p: Interrupting(real(p)))
+    with pytest.raises(KeyboardInterrupt):
+        solve.train(exp, "1", progress=False)
+    assert (exp.model / "train_iter_3.caffemodel").is_file()
+    assert (exp.model / "train_iter_3.solverstate").is_file()
+    assert [int(r["iter"]) for r in read_rows(exp.root)] == [0, 1, 2]
+    monkeypatch.setattr(caffe, "get_solver", real)
+    done = solve.train(exp, "1", resume=True, progress=False)
+    assert done[1].name == "train_iter_8.caffemodel"
+    assert [int(r["iter"]) for r in read_rows(exp.root)] == list(range(8))
+
+
+def test_sigint_leaves_a_snapshot(caffe, dataset, tmp_path):
+    exp = make_exp(dataset, tmp_path / "e", "--max-iter", 100000, "--snapshot", 100000)
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as f:
+        p = subprocess.Popen([sys.executable, "-m", "rloss", "train", "--exp", str(exp),
+                              "--phase", "1"], env=child_env(), stdout=subprocess.PIPE,
+                             stderr=f, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and "it/s" not in err.read_text():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 130, err.read_text()[-2000:]
+    assert "continue with --resume" in out
+    states = sorted(exp.glob("model/train_iter_*.solverstate"))
+    assert len(states) == 1 and int(states[0].stem.split("_")[-1]) > 0
+
+
+def test_train_sh(caffe, dataset, tmp_path):
+    work = tmp_path / "work"
+    (work / "exp" / "list").mkdir(parents=True)
+    for f in ("train.txt", "val.txt"):
+        (work / "exp" / "list" / f).write_text((dataset / "list" / f).read_text())
+    env = child_env()
+    env.update(NET_ID="small", EXP="exp", DATA_ROOT=f"{dataset}/", TRAIN_SET="train",
+               TEST_SET="val", NUM_LABELS="3", CROP_SIZE=str(CROP),
+               TEST_CROP_SIZE=str(TEST_CROP), BATCH_SIZE="2", MAX_ITER="10",
+               PATH=f"{REPO / '.caffe' / 'build' / 'tools'}:{REPO / 'bin'}:{os.environ['PATH']}")
+    r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    model = work / "exp" / "model" / "small"
+    assert (model / "train_iter_10.caffemodel").is_file()
+    assert (model / "trainwithdensecrfloss_iter_10.caffemodel").is_file()
+    lines = [l for l in r.stdout.splitlines() if l.startswith("pixel accuracy")]
+    assert len(lines) == 2
+    miou = float(lines[1].split("mIoU ")[1])
+    assert 0 < miou <= 1
+    # The shell path's mIoU is the one `rloss eval` computes for that model.
+    out = tmp_path / "eval"
+    rloss_cli("eval", "--net", work / "exp" / "config" / "small" / "test_val.prototxt",
+              "--weights", model / "trainwithdensecrfloss_iter_10.caffemodel", "--names", "m",
+              "--out", out, "-q", "--list", dataset / "list" / "val.txt",
+              "--data-root", dataset)
+    ours = float((out / "metrics.md").read_text().split("**mIoU** | **")[1].split("**")[0])
+    assert ours == pytest.approx(100 * miou, abs=0.06)
+    log = work / "exp" / "log" / "small"
+    assert (log / "curves.png").is_file() and (log / "curves.csv").is_file()
+    rows = list(csv.DictReader(open(log / "curves.csv")))
+    assert {r["phase"] for r in rows} == {"1", "2"}
+    # A missing list stops with a message, before Caffe runs.
+    env["TEST_SET"] = "nope"
+    r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no list exp/list/nope.txt" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(caffe, dataset, tmp_path_factory) -> Path:
+    exp = make_exp(dataset, tmp_path_factory.mktemp("t") / "e", "--max-iter", 20)
+    rloss_cli("train", "--exp", exp, "-q")
+    return exp
+
+
+def test_eval_scores_match_seg_accuracy(caffe, dataset, trained, tmp_path):
+    from rloss import data, evaluate
+    out = tmp_path / "eval"
+    rloss_cli("eval", "--exp", trained, "--out", out, "-q", "--save-predictions")
+    text = (out / "metrics.md").read_text()
+    assert "train_iter_20" in text and "trainwithdensecrfloss_iter_20" in text
+    # Against Caffe's SegAccuracy, which accumulates over the pass (reset: false).
+    net = caffe.Net(str(trained / "config" / "test.prototxt"),
+                    str(trained / "model" / "train_iter_20.caffemodel"), caffe.TEST)
+    val = data.read_list(dataset / "list" / "val.txt")
+    for _ in val:
+        acc = net.forward()["accuracy"].ravel()
+    conf = np.loadtxt(out / "train_iter_20_confusion.csv", delimiter=",")
+    s = evaluate.Scores(conf.astype(np.int64))
+    assert s.pixel_accuracy == pytest.approx(acc[0], abs=1e-6)
+    assert s.miou == pytest.approx(acc[2], abs=1e-6)
+    # Every labelled pixel of the list is counted once.
+    labelled = sum(int((data.load_label(dataset / b) != 255).sum()) for _, b in val)
+    assert conf.sum() == labelled
+    # Prediction PNGs: palette, the image's size, classes only.
+    for a, b in val:
+        pred = data.load_label(out / "train_iter_20" / f"{Path(a).stem}.png")
+        assert pred.shape == data.load_label(dataset / b).shape
+        assert set(np.unique(pred)) <= {0, 1, 2}
+    for f in ("predictions.png", "train_iter_20_confusion.png"):
+        assert (out / f).stat().st_size > 5000
+
+
+def test_scores_by_hand():
+    from rloss.evaluate import Scores, confusion
+    pred = np.array([0, 0, 1, 1, 2, 2, 0])
+    lab = np.array([0, 1, 1, 1, 255, 2, 2])
+    c = confusion(pred, lab, 3)
+    assert c.tolist() == [[1, 0, 0], [1, 2, 0], [1, 0, 1]]
+    s = Scores(c)
+    np.testing.assert_allclose(s.iou, [1 / 3, 2 / 3, 1 / 2])
+    assert s.pixel_accuracy == pytest.approx(4 / 6)
+    assert s.mean_class_accuracy == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
+    with pytest.raises(ValueError, match="outside 0..2"):
+        confusion(pred, np.array([0, 1, 1, 1, 3, 2, 2]), 3)
+
+
+def test_visualize_gradient(caffe, dataset, trained, tmp_path):
+    from rloss import data, evaluate, gradient
+    from rloss.visualize import softmax_backward
+    name = data.read_list(dataset / "list" / "val.txt")[0][0]
+    rgb = data.load_image(dataset / name)
+    # The model path gives the test net's own probabilities.
+    meta_mean = (104.008, 116.669, 122.675)
+    prob = gradient.predict_image(trained / "config" / "test.prototxt",
+                                  trained / "model" / "train_iter_20.caffemodel", rgb, meta_mean,
+                                  stride=4)
+    first = next(evaluate.predict(trained / "config" / "test.prototxt",
+                                  trained / "model" / "train_iter_20.caffemodel", progress=False))
+    np.testing.assert_allclose(prob, first.prob, atol=1e-5)
+    # The layer's gradient: sum S * dL/dS = 2 L for L = -S'WS, and it is negative.
+    img = data.to_net_input(rgb, meta_mean)
+    loss, grad = gradient.densecrf_layer(img, prob, 30, 10)
+    assert loss < 0 and (grad <= 0).all()
+    assert float((prob * grad).sum()) == pytest.approx(2 * loss, rel=1e-4)
+    # Through the softmax: against finite differences of the scores.
+    z = np.log(prob)
+    g = np.random.default_rng(0).normal(size=prob.shape)
+    ana = softmax_backward(prob, g)
+    eps = 1e-4
+    i = (1, 5, 7)
+    zp = z.copy()
+    zp[i] += eps
+    sp = np.exp(zp) / np.exp(zp).sum(0)
+    zm = z.copy()
+    zm[i] -= eps
+    sm = np.exp(zm) / np.exp(zm).sum(0)
+    assert ana[i] == pytest.approx(((sp - sm) * g).sum() / (2 * eps), rel=1e-3)
+    # The CLI, from a model and from given probabilities.
+    r = rloss_cli("visualize-gradient", "--image", dataset / name, "--exp", trained,
+                  "--out", tmp_path / "g.png")
+    assert float(r.stdout.split()[1].rstrip(";")) < 0
+    assert (tmp_path / "g.png").stat().st_size > 20000
+    np.save(tmp_path / "p.npy", prob)
+    r = rloss_cli("visualize-gradient", "--image", dataset / name, "--prob", tmp_path / "p.npy",
+                  "--bi-xy-std", 30, "--bi-rgb-std", 10, "--out", tmp_path / "h.png")
+    assert float(r.stdout.split()[1].rstrip(";")) == pytest.approx(loss, rel=1e-5)
+    np.save(tmp_path / "bad.npy", prob[:, :-1])
+    r = rloss_cli("visualize-gradient", "--image", dataset / name, "--prob",
+                  tmp_path / "bad.npy", "--out", tmp_path / "x.png", check=False)
+    assert r.returncode == 2 and "expected K x" in r.stderr

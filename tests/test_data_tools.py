@@ -1,0 +1,201 @@
+"""The data tools without Caffe: label PNGs, lists, ScribbleSup conversion,
+synthetic scribbles, synthetic scenes and log parsing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, child_env
+from rloss import data, logs, scribbles, synthetic
+
+
+def rloss_cli(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "rloss", *map(str, args)], env=child_env(),
+                       capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_palette_and_label_roundtrip(tmp_path):
+    pal = data.voc_palette()
+    assert pal[0].tolist() == [0, 0, 0] and pal[1].tolist() == [128, 0, 0]
+    assert pal[2].tolist() == [0, 128, 0] and pal[15].tolist() == [192, 128, 128]
+    lab = np.array([[0, 1, 255], [20, 2, 0]], np.uint8)
+    data.save_label(tmp_path / "l.png", lab)
+    img = Image.open(tmp_path / "l.png")
+    assert img.mode == "P"  # VOC-style palette PNG, indices preserved
+    np.testing.assert_array_equal(data.load_label(tmp_path / "l.png"), lab)
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(ValueError, match="palette or 8-bit grey"):
+        data.load_label(tmp_path / "rgb.png")
+
+
+def write_xml(path, body, w=40, h=30):
+    path.write_text(f"<annotation><filename>x.jpg</filename><size><width>{w}</width>"
+                    f"<height>{h}</height></size>{body}</annotation>")
+
+
+def poly(tag, pts):
+    return "<polygon><tag>{}</tag>{}</polygon>".format(
+        tag, "".join(f"<point><X>{x}</X><Y>{y}</Y></point>" for x, y in pts))
+
+
+def test_convert_draws_clipped_three_pixel_polylines(tmp_path):
+    xml = tmp_path / "a.xml"
+    write_xml(xml, poly("background", [(2, 5), (30, 5)]) + poly("horse", [(20, 15), (20, 40)])
+              + poly("person", [(-10, 25), (5, 25)]))
+    lab = scribbles.convert(xml)
+    assert lab.shape == (30, 40)
+    # Horizontal stroke at y=5, 3 px wide: rows 4..6, columns 1..31.
+    assert (lab[4:7, 2:31] == 0).all() and (lab[3, 2:31] == 255).all()
+    assert (lab[7, 2:31] == 255).all()
+    # Vertical stroke clipped at the bottom edge, class horse = 13.
+    assert (lab[15:30, 19:22] == 13).all() and lab[29, 20] == 13
+    # A stroke starting outside the image is clipped to column 0; person = 15.
+    assert (lab[24:27, 0:6] == 15).all()
+    # Nothing else is labelled.
+    assert (lab != 255).sum() == 3 * 31 + 3 * 16 + 3 * 7 - 0
+
+
+def test_convert_unknown_tag_and_mapping(tmp_path):
+    xml = tmp_path / "ctx.xml"
+    write_xml(xml, poly("sky", [(1, 1), (10, 1)]) + poly("grass", [(1, 20), (10, 20)]))
+    with pytest.raises(KeyError, match="unknown tag.*grass, sky.*--mapping"):
+        scribbles.convert(xml)
+    r = rloss_cli("scribbles", "convert", xml, "--out", tmp_path / "out", check=False)
+    assert r.returncode == 2 and "unknown tag(s) grass, sky" in r.stderr
+    (tmp_path / "map.txt").write_text("sky 30\ngrass 40\n")
+    rloss_cli("scribbles", "convert", tmp_path, "--mapping", tmp_path / "map.txt",
+              "--out", tmp_path / "out", "-q")
+    lab = data.load_label(tmp_path / "out" / "ctx.png")
+    assert lab[1, 5] == 30 and lab[20, 5] == 40
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    ids = synthetic.make_dataset(root, 6, size=(60, 80), seed=3)
+    return root, ids
+
+
+def test_synthetic_scenes_are_deterministic(scenes, tmp_path):
+    root, ids = scenes
+    again = synthetic.make_dataset(tmp_path, 6, size=(60, 80), seed=3)
+    assert ids == again
+    for i in ids:
+        np.testing.assert_array_equal(data.load_label(root / "SegmentationClass" / f"{i}.png"),
+                                      data.load_label(tmp_path / "SegmentationClass" / f"{i}.png"))
+    masks = [data.load_label(root / "SegmentationClass" / f"{i}.png") for i in ids]
+    assert set(np.unique(np.concatenate([m.ravel() for m in masks]))) == {0, 1, 2}
+
+
+def test_synthesized_scribbles(scenes):
+    root, ids = scenes
+    total = labelled = 0
+    for i in ids:
+        mask = data.load_label(root / "SegmentationClass" / f"{i}.png")
+        mask[:3, :3] = 255  # a void corner (VOC's boundary label)
+        s = scribbles.synthesize(mask, 0.03, rng=scribbles.seed_for(i, 0))
+        on = s != 255
+        assert (s[on] == mask[on]).all(), "a scribble crosses into another class"
+        assert not on[:3, :3].any()
+        # Strokes keep off region boundaries: no scribbled pixel touches another class.
+        edge = np.zeros_like(on)
+        edge[:-1] |= mask[:-1] != mask[1:]
+        edge[1:] |= mask[:-1] != mask[1:]
+        edge[:, :-1] |= mask[:, :-1] != mask[:, 1:]
+        edge[:, 1:] |= mask[:, :-1] != mask[:, 1:]
+        assert not (on & edge).any()
+        # Every region of at least 64 px gets a scribble.
+        from skimage.measure import label as cc
+        for cls in (0, 1, 2):
+            comps = cc(mask == cls, connectivity=1)
+            for c in range(1, comps.max() + 1):
+                if (comps == c).sum() >= 200:
+                    assert (on & (comps == c)).any(), (i, cls, c)
+        np.testing.assert_array_equal(s, scribbles.synthesize(mask, 0.03,
+                                                              rng=scribbles.seed_for(i, 0)))
+        total += int((mask != 255).sum())
+        labelled += int(on.sum())
+    assert 0.02 < labelled / total < 0.06
+    # The fraction is configurable.
+    big = sum(int((scribbles.synthesize(data.load_label(root / "SegmentationClass" / f"{i}.png"),
+                                        0.10, rng=scribbles.seed_for(i, 0)) != 255).sum())
+              for i in ids)
+    assert big > 2 * labelled
+
+
+def test_synthesize_and_lists_cli(scenes, tmp_path):
+    root, ids = scenes
+    r = rloss_cli("scribbles", "synthesize", "--masks", root / "SegmentationClass",
+                  "--images", root / "JPEGImages", "--out", root / "scribbles", "-q")
+    frac = float(r.stdout.split("wrote 6 scribble PNGs")[1].split(":")[1].split("%")[0])
+    assert 2 < frac < 6
+    assert (root / "scribbles_preview.png").stat().st_size > 10000
+    rloss_cli("lists", "--data", root, "--labels", "scribbles", "--val-labels",
+              "SegmentationClass", "--val-fraction", "0.34", "--seed", "1", "--out", tmp_path)
+    train = data.read_list(tmp_path / "train.txt")
+    val = data.read_list(tmp_path / "val.txt")
+    assert len(train) == 4 and len(val) == 2
+    assert {a for a, _ in train}.isdisjoint({a for a, _ in val})
+    assert all(b.startswith("scribbles/") for _, b in train)
+    assert all(b.startswith("SegmentationClass/") for _, b in val)
+    for a, b in train + val:
+        assert (root / a).is_file() and (root / b).is_file()
+    # Seeded: the same split again, another seed another split.
+    assert data.split_ids(ids, 0.34, 1) == data.split_ids(ids, 0.34, 1)
+    assert any(data.split_ids(ids, 0.34, s) != data.split_ids(ids, 0.34, 1) for s in range(2, 6))
+    r = rloss_cli("lists", "--data", tmp_path, check=False)
+    assert r.returncode == 2 and "no images in" in r.stderr
+
+
+LOG = """\
+I1121 10:00:00.1 1 solver.cpp:239] Iteration 0 (0 iter/s, 0.1s/10 iters), loss = 2.5
+I1121 10:00:00.1 1 solver.cpp:258]     Train net output #0: accuracy = 0.5
+I1121 10:00:00.1 1 solver.cpp:258]     Train net output #1: accuracy = 0.25
+I1121 10:00:00.1 1 solver.cpp:258]     Train net output #2: accuracy = 0.125
+I1121 10:00:00.1 1 solver.cpp:258]     Train net output #3: densecrf_loss = -1.5e+07 (* 1e-08 = -0.15 loss)
+I1121 10:00:00.1 1 solver.cpp:258]     Train net output #4: softmax_loss = 2.65 (* 1 = 2.65 loss)
+I1121 10:00:00.1 1 sgd_solver.cpp:112] Iteration 0, lr = 0.001
+I1121 10:00:01.1 1 solver.cpp:239] Iteration 10 (10 iter/s, 1s/10 iters), loss = 1.5
+I1121 10:00:01.1 1 solver.cpp:258]     Train net output #0: accuracy = 0.75
+I1121 10:00:01.1 1 solver.cpp:258]     Train net output #1: accuracy = 0.5
+I1121 10:00:01.1 1 solver.cpp:258]     Train net output #2: accuracy = 0.375
+I1121 10:00:01.1 1 solver.cpp:258]     Train net output #3: densecrf_loss = -2e+07 (* 1e-08 = -0.2 loss)
+I1121 10:00:01.1 1 solver.cpp:258]     Train net output #4: softmax_loss = 1.7 (* 1 = 1.7 loss)
+I1121 10:00:01.1 1 sgd_solver.cpp:112] Iteration 10, lr = 0.0001
+I1121 10:00:02.1 1 caffe.cpp:304] Batch 0, accuracy = 0.9
+"""
+
+
+def test_parse_log(tmp_path):
+    rows = logs.parse(LOG, phase="2")
+    train = [r for r in rows if r["phase"] == "2"]
+    assert [r["iter"] for r in train] == [0, 10]
+    assert train[0]["loss"] == 2.5 and train[1]["lr"] == 1e-4
+    assert train[1]["densecrf_loss"] == -2e7 and train[0]["softmax_loss"] == 2.65
+    assert (train[1]["accuracy_0"], train[1]["accuracy_1"], train[1]["accuracy_2"]) == \
+        (0.75, 0.5, 0.375)
+    batch = [r for r in rows if r["phase"] == "batch"]
+    assert batch == [{"phase": "batch", "iter": 0, "accuracy": 0.9}]
+    (tmp_path / "p.log").write_text(LOG)
+    rloss_cli("parse-log", tmp_path / "p.log", "--out", tmp_path / "curves")
+    text = (tmp_path / "curves.csv").read_text().splitlines()
+    assert text[0].startswith("phase,iter,loss")
+    assert len(text) == 4 and (tmp_path / "curves.png").stat().st_size > 5000
+    (tmp_path / "empty.log").write_text("nothing here\n")
+    r = rloss_cli("parse-log", tmp_path / "empty.log", "--out", tmp_path / "e", check=False)
+    assert r.returncode == 2 and "no Caffe iteration" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["prototxt"], ["train"], ["eval"], ["visualize-gradient"],
+                                 ["scribbles", "convert"], ["scribbles", "synthesize"],
+                                 ["lists"], ["parse-log"]])
+def test_every_subcommand_has_help_with_an_example(cmd):
+    r = rloss_cli(*cmd, "--help")
+    assert "example:" in r.stdout and "rloss " + cmd[0] in r.stdout.split("example:")[1]
