@@ -1,346 +1,37 @@
-#include <algorithm>
-#include <cmath>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "caffe/layers/densecrf_loss_layer.hpp"
-#include "caffe/util/math_functions.hpp"
 
 namespace caffe {
 
-namespace {
-
-inline int MaxThreads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-inline int ThreadId() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-// Source taps of a resize from in to out samples by factor s, as PyTorch's
-// interpolate(scale_factor=s) computes them: nearest takes floor(i / s);
-// bilinear (align_corners=False) samples (i + 0.5) / s - 0.5, clamped at 0.
 template <typename Dtype>
-void ResizeTaps(int in, int out, float s, std::vector<int>* nearest,
-    std::vector<int>* first, std::vector<int>* second,
-    std::vector<Dtype>* frac) {
-  nearest->resize(out);
-  first->resize(out);
-  second->resize(out);
-  frac->resize(out);
-  const double inv = 1.0 / s;
-  for (int i = 0; i < out; ++i) {
-    (*nearest)[i] = std::min(static_cast<int>(std::floor(i * inv)), in - 1);
-    const double src = std::max((i + 0.5) * inv - 0.5, 0.0);
-    const int lo = std::min(static_cast<int>(src), in - 1);
-    (*first)[i] = lo;
-    (*second)[i] = lo < in - 1 ? lo + 1 : lo;
-    (*frac)[i] = static_cast<Dtype>(src - lo);
-  }
-}
-
-}  // namespace
-
-template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
-    const vector<Blob<Dtype>*>& top) {
-  LossLayer<Dtype>::LayerSetUp(bottom, top);
+void DenseCRFLossLayer<Dtype>::ReadParam(float* sigma_xy, float* sigma_rgb,
+    float* scale_factor) const {
   const DenseCRFLossParameter& p = this->layer_param_.densecrf_loss_param();
-  const string& name = this->layer_param_.name();
-  sigma_xy_ = p.bi_xy_std();
-  sigma_rgb_ = p.bi_rgb_std();
-  scale_ = p.scale_factor();
-  CHECK(std::isfinite(sigma_xy_) && sigma_xy_ > 0)
-      << "DenseCRFLoss layer '" << name << "': bi_xy_std is " << sigma_xy_
-      << "; set densecrf_loss_param { bi_xy_std } to a positive number of"
-      << " pixels (the published nets use 100)";
-  CHECK(std::isfinite(sigma_rgb_) && sigma_rgb_ > 0)
-      << "DenseCRFLoss layer '" << name << "': bi_rgb_std is " << sigma_rgb_
-      << "; set densecrf_loss_param { bi_rgb_std } to a positive intensity"
-      << " difference (the published nets use 15)";
-  CHECK(scale_ > 0 && scale_ <= 1)
-      << "DenseCRFLoss layer '" << name << "': scale_factor is " << scale_
-      << "; it must lie in (0, 1] (1 filters at full resolution)";
+  *sigma_xy = p.bi_xy_std();
+  *sigma_rgb = p.bi_rgb_std();
+  *scale_factor = p.scale_factor();
 }
 
+// -sum_k x_k' W x_k for x = S (.) R; gradient -2 R (.) W x (the published one).
 template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
-    const vector<Blob<Dtype>*>& top) {
-  const string& name = this->layer_param_.name();
-  const Blob<Dtype>& image = *bottom[0];
-  const Blob<Dtype>& prob = *bottom[1];
-  CHECK_EQ(image.num_axes(), 4) << "DenseCRFLoss layer '" << name
-      << "': bottom[0] (the image) must be N x C x H x W, got "
-      << image.shape_string();
-  CHECK_EQ(prob.num_axes(), 4) << "DenseCRFLoss layer '" << name
-      << "': bottom[1] (the probabilities) must be N x K x H x W, got "
-      << prob.shape_string();
-  CHECK(image.shape(0) == prob.shape(0) && image.shape(2) == prob.shape(2) &&
-        image.shape(3) == prob.shape(3)) << "DenseCRFLoss layer '" << name
-      << "': bottom[0] (the image, " << image.shape_string()
-      << ") and bottom[1] (the probabilities, " << prob.shape_string()
-      << ") must agree in N, H and W; resize the scores to the image (Interp)"
-      << " before the softmax";
-  CHECK_GE(image.shape(1), 1) << "DenseCRFLoss layer '" << name
-      << "': bottom[0] (the image) has no channels: " << image.shape_string();
-  CHECK_GE(prob.shape(1), 1) << "DenseCRFLoss layer '" << name
-      << "': bottom[1] (the probabilities) has no classes: "
-      << prob.shape_string();
-  CHECK(image.shape(2) >= 1 && image.shape(3) >= 1) << "DenseCRFLoss layer '"
-      << name << "': the image is empty: " << image.shape_string();
-  if (bottom.size() > 2) {
-    const Blob<Dtype>& roi = *bottom[2];
-    CHECK(roi.num_axes() == 4 && roi.shape(0) == image.shape(0) &&
-          roi.shape(1) == 1 && roi.shape(2) == image.shape(2) &&
-          roi.shape(3) == image.shape(3)) << "DenseCRFLoss layer '" << name
-        << "': bottom[2] (the ROI) must be N x 1 x H x W = "
-        << image.shape(0) << " x 1 x " << image.shape(2) << " x "
-        << image.shape(3) << ", got " << roi.shape_string();
-  }
-  LossLayer<Dtype>::Reshape(bottom, top);
-
-  num_ = image.shape(0);
-  channels_ = image.shape(1);
-  classes_ = prob.shape(1);
-  height_ = image.shape(2);
-  width_ = image.shape(3);
-  small_height_ = height_;
-  small_width_ = width_;
-  if (scale_ < 1) {
-    small_height_ = static_cast<int>(std::floor(height_ * scale_));
-    small_width_ = static_cast<int>(std::floor(width_ * scale_));
-    CHECK(small_height_ >= 1 && small_width_ >= 1) << "DenseCRFLoss layer '"
-        << name << "': scale_factor " << scale_ << " shrinks the "
-        << height_ << " x " << width_ << " input to nothing; raise it";
-  }
-  ResizeTaps(height_, small_height_, scale_, &near_y_, &lin_y_, &next_y_,
-             &frac_y_);
-  ResizeTaps(width_, small_width_, scale_, &near_x_, &lin_x_, &next_x_,
-             &frac_x_);
-  roi_.Reshape(num_, 1, small_height_, small_width_);
-  filtered_.Reshape(num_, classes_, small_height_, small_width_);
-  if (scale_ < 1) {
-    small_prob_.Reshape(num_, classes_, small_height_, small_width_);
-    resize_tmp_.Reshape(num_, classes_, small_height_, width_);
-  }
-  image_loss_.resize(num_);
-}
-
-template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::CheckFinite(const Blob<Dtype>& blob,
-    const char* what) const {
-  const Dtype* data = blob.cpu_data();
-  for (int i = 0; i < blob.count(); ++i) {
-    if (std::isfinite(data[i])) continue;
-    const int area = blob.shape(2) * blob.shape(3);
-    LOG(FATAL) << "DenseCRFLoss layer '" << this->layer_param_.name()
-        << "': " << what << " " << blob.shape_string() << " holds " << data[i]
-        << " at (n, c, y, x) = (" << i / (blob.shape(1) * area) << ", "
-        << (i / area) % blob.shape(1) << ", " << (i % area) / blob.shape(3)
-        << ", " << i % blob.shape(3) << "); the values feeding it must be"
-        << " finite (a diverged net? lower the learning rate)";
-  }
-}
-
-template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::ComputeRoi(const vector<Blob<Dtype>*>& bottom) {
-  const int h = small_height_, w = small_width_;
-  const int plane = height_ * width_;
-  const Dtype* image = bottom[0]->cpu_data();
-  const Dtype* roi_in = bottom.size() > 2 ? bottom[2]->cpu_data() : NULL;
-  Dtype* roi = roi_.mutable_cpu_data();
-  for (int n = 0; n < num_; ++n) {
-    for (int ys = 0; ys < h; ++ys) {
-      for (int xs = 0; xs < w; ++xs) {
-        const int at = near_y_[ys] * width_ + near_x_[xs];
-        bool inside = false;
-        if (roi_in) {
-          inside = roi_in[n * plane + at] != 0;
-        } else {  // outside where every channel truncates to 0
-          for (int c = 0; c < channels_ && !inside; ++c) {
-            inside = std::trunc(image[(n * channels_ + c) * plane + at]) != 0;
-          }
-        }
-        roi[(n * h + ys) * w + xs] = inside ? 1 : 0;
-      }
-    }
-  }
-}
-
-template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::Downsample(const Dtype* src, Dtype* tmp,
-    Dtype* dst) const {
-  const int h = small_height_, w = small_width_, W = width_;
-  for (int ys = 0; ys < h; ++ys) {
-    const Dtype f = frac_y_[ys];
-    const Dtype* a = src + lin_y_[ys] * W;
-    const Dtype* b = src + next_y_[ys] * W;
-    for (int x = 0; x < W; ++x) tmp[ys * W + x] = (1 - f) * a[x] + f * b[x];
-  }
-  for (int ys = 0; ys < h; ++ys) {
-    const Dtype* row = tmp + ys * W;
-    for (int xs = 0; xs < w; ++xs) {
-      const Dtype f = frac_x_[xs];
-      dst[ys * w + xs] = (1 - f) * row[lin_x_[xs]] + f * row[next_x_[xs]];
-    }
-  }
-}
-
-template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::DownsampleAdjoint(const Dtype* src, Dtype* tmp,
-    Dtype* dst) const {
-  const int h = small_height_, w = small_width_, W = width_;
-  std::fill(tmp, tmp + h * W, Dtype(0));
-  std::fill(dst, dst + height_ * W, Dtype(0));
-  for (int ys = 0; ys < h; ++ys) {
-    Dtype* row = tmp + ys * W;
-    for (int xs = 0; xs < w; ++xs) {
-      const Dtype f = frac_x_[xs], g = src[ys * w + xs];
-      row[lin_x_[xs]] += (1 - f) * g;
-      row[next_x_[xs]] += f * g;
-    }
-  }
-  for (int ys = 0; ys < h; ++ys) {
-    const Dtype f = frac_y_[ys];
-    Dtype* a = dst + lin_y_[ys] * W;
-    Dtype* b = dst + next_y_[ys] * W;
-    for (int x = 0; x < W; ++x) {
-      a[x] += (1 - f) * tmp[ys * W + x];
-      b[x] += f * tmp[ys * W + x];
-    }
-  }
-}
-
-template <typename Dtype>
-double DenseCRFLossLayer<Dtype>::FilterImage(const Dtype* image,
-    const Dtype* prob, const Dtype* roi, Dtype* filtered, Workspace* ws) {
-  const int h = small_height_, w = small_width_, hw = h * w;
-  const int C = channels_, K = classes_, dim = 2 + C;
-  const int plane = height_ * width_;
-  ws->image.resize(C * hw);
-  for (int c = 0; c < C; ++c) {
-    for (int ys = 0; ys < h; ++ys) {
-      const Dtype* row = image + c * plane + near_y_[ys] * width_;
-      float* out = &ws->image[(c * h + ys) * w];
-      for (int xs = 0; xs < w; ++xs) out[xs] = row[near_x_[xs]];
-    }
-  }
-  ws->features.resize(hw * dim);
-  ComputeBilateralFeatures(&ws->image[0], C, h, w, sigma_xy_ * scale_,
-                           sigma_rgb_, &ws->features[0]);
-  ws->lattice.Init(&ws->features[0], dim, hw);
-
-  ws->values.resize(hw * K);
+double DenseCRFLossLayer<Dtype>::ImageLoss(const Dtype* roi, int hw,
+    Workspace* ws, Dtype* grad) {
+  const int K = this->classes_;
   ws->filtered.resize(hw * K);
-  float* values = &ws->values[0];
-  for (int k = 0; k < K; ++k) {
-    const Dtype* p = prob + k * hw;
-    for (int i = 0; i < hw; ++i) values[i * K + k] = p[i] * roi[i];
-  }
+  const float* values = &ws->values[0];
   ws->lattice.Filter(values, K, &ws->filtered[0]);
-
   double energy = 0;
-  const float* ws_out = &ws->filtered[0];
+  const float* filtered = &ws->filtered[0];
   for (int k = 0; k < K; ++k) {
-    Dtype* out = filtered + k * hw;
+    Dtype* out = grad + k * hw;
     for (int i = 0; i < hw; ++i) {
-      const float v = ws_out[i * K + k];
-      out[i] = v * roi[i];
+      const float v = filtered[i * K + k];
+      out[i] = -2 * v * roi[i];
       energy += static_cast<double>(values[i * K + k]) * v;
     }
   }
   return -energy;
-}
-
-template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
-    const vector<Blob<Dtype>*>& top) {
-  CheckFinite(*bottom[0], "bottom[0] (the image)");
-  if (bottom.size() > 2) CheckFinite(*bottom[2], "bottom[2] (the ROI)");
-  ComputeRoi(bottom);
-  const int hw = small_height_ * small_width_;
-  const int plane = height_ * width_;
-  const Dtype* prob = bottom[1]->cpu_data();
-  if (scale_ < 1) {
-    const Dtype* full = prob;
-    Dtype* small = small_prob_.mutable_cpu_data();
-    Dtype* tmp = resize_tmp_.mutable_cpu_data();
-    const int planes = num_ * classes_;
-#pragma omp parallel for schedule(static)
-    for (int p = 0; p < planes; ++p) {
-      Downsample(full + p * plane, tmp + p * small_height_ * width_,
-                 small + p * hw);
-    }
-    prob = small;
-  }
-  const Dtype* image = bottom[0]->cpu_data();
-  const Dtype* roi = roi_.cpu_data();
-  Dtype* filtered = filtered_.mutable_cpu_data();
-  const int threads = MaxThreads();
-  if (static_cast<int>(workspaces_.size()) < threads) {
-    workspaces_.resize(threads);
-  }
-  // Whole images per thread when there are enough of them; otherwise one
-  // image at a time with the lattice's own loops in parallel. Each image's
-  // arithmetic is the same either way, so results do not depend on threads.
-  const bool across_images = num_ >= threads && threads > 1;
-#pragma omp parallel for schedule(dynamic, 1) if (across_images)
-  for (int n = 0; n < num_; ++n) {
-    image_loss_[n] = FilterImage(image + n * channels_ * plane,
-        prob + n * classes_ * hw, roi + n * hw,
-        filtered + n * classes_ * hw, &workspaces_[ThreadId()]);
-  }
-  double loss = 0;
-  for (int n = 0; n < num_; ++n) loss += image_loss_[n];
-  if (!std::isfinite(loss)) {
-    CheckFinite(*bottom[1], "bottom[1] (the probabilities)");
-    LOG(FATAL) << "DenseCRFLoss layer '" << this->layer_param_.name()
-        << "': the loss overflowed to " << loss << "; the image values are"
-        << " too large for bi_rgb_std " << sigma_rgb_;
-  }
-  top[0]->mutable_cpu_data()[0] = loss / num_;
-}
-
-template <typename Dtype>
-void DenseCRFLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
-    const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom) {
-  const LayerParameter& param = this->layer_param_;
-  for (int i = 0; i < bottom.size(); ++i) {
-    CHECK(i == 1 || !propagate_down[i]) << "DenseCRFLoss layer '"
-        << param.name() << "' has no gradient for bottom[" << i << "] (the "
-        << (i == 0 ? "image" : "ROI")
-        << "); set its propagate_down: false, e.g. propagate_down: false"
-        << " propagate_down: true" << (i == 2 ? " propagate_down: false" : "");
-  }
-  if (!propagate_down[1]) return;
-  const Dtype scale = -2 * top[0]->cpu_diff()[0] / num_;
-  Dtype* diff = bottom[1]->mutable_cpu_diff();
-  if (scale_ == 1) {
-    caffe_cpu_scale(filtered_.count(), scale, filtered_.cpu_data(), diff);
-    return;
-  }
-  Dtype* small_diff = small_prob_.mutable_cpu_diff();
-  caffe_cpu_scale(filtered_.count(), scale, filtered_.cpu_data(), small_diff);
-  Dtype* tmp = resize_tmp_.mutable_cpu_diff();
-  const int hw = small_height_ * small_width_;
-  const int planes = num_ * classes_;
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < planes; ++p) {
-    DownsampleAdjoint(small_diff + p * hw, tmp + p * small_height_ * width_,
-                      diff + p * height_ * width_);
-  }
 }
 
 INSTANTIATE_CLASS(DenseCRFLossLayer);

@@ -1,0 +1,110 @@
+#ifndef CAFFE_BILATERAL_LOSS_LAYER_HPP_
+#define CAFFE_BILATERAL_LOSS_LAYER_HPP_
+
+#include <vector>
+
+#include "caffe/blob.hpp"
+#include "caffe/layer.hpp"
+#include "caffe/proto/caffe.pb.h"
+#include "caffe/util/permutohedral.hpp"
+
+#include "caffe/layers/loss_layer.hpp"
+
+namespace caffe {
+
+/**
+ * @brief Base of the regularized losses on a bilateral kernel W_n over
+ *        (x/\sigma_{xy}, y/\sigma_{xy}, I_1/\sigma_{rgb}, ..., I_C/\sigma_{rgb})
+ *        (DenseCRFLoss, NormalizedCutLoss): the bottoms, their checks, the
+ *        region of interest, the scale_factor resize and its adjoint, one
+ *        permutohedral lattice per image, and Backward.
+ *
+ * Bottoms: image N x C x H x W (any C >= 1); probabilities N x K x H x W;
+ * optional ROI N x 1 x H x W (nonzero = inside). Without the ROI bottom a
+ * pixel is outside when all its image values truncate to 0 (DeepLab pads crops
+ * with the mean, which is 0 after mean subtraction). Top: the scalar loss,
+ * (1/N) sum_n of the derived layer's per-image term. No gradient for the image
+ * or the ROI: set propagate_down: false for them.
+ *
+ * With scale_factor s < 1, image and ROI are sampled (nearest) and the
+ * probabilities resized (bilinear, half-pixel centres) to floor(s H) x
+ * floor(s W) and filtered there with sigma_xy * s; the gradient is mapped back
+ * through the adjoint of that resize.
+ */
+template <typename Dtype>
+class BilateralLossLayer : public LossLayer<Dtype> {
+ public:
+  explicit BilateralLossLayer(const LayerParameter& param)
+      : LossLayer<Dtype>(param) {}
+  virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+
+  virtual inline int ExactNumBottomBlobs() const { return -1; }
+  virtual inline int MinBottomBlobs() const { return 2; }
+  virtual inline int MaxBottomBlobs() const { return 3; }
+  virtual inline bool AllowForceBackward(const int bottom_index) const {
+    return bottom_index == 1;
+  }
+
+ protected:
+  /// Per-thread lattice and buffers, kept between calls.
+  struct Workspace {
+    PermutohedralLattice lattice;
+    std::vector<float> image;     // C x h x w, the (sampled) image
+    std::vector<float> features;  // h*w x (2 + C)
+    std::vector<float> values;    // h*w x K, S (.) R interleaved
+    std::vector<float> filtered;  // h*w x V, the derived layer's W products
+    std::vector<float> extra;     // the derived layer's scratch
+  };
+
+  /// The derived layer's kernel widths and resolution, and its parameter's
+  /// name for messages.
+  virtual void ReadParam(float* sigma_xy, float* sigma_rgb,
+      float* scale_factor) const = 0;
+  virtual const char* param_name() const = 0;
+  /// One image, its lattice built and ws->values holding S (.) R (hw x K,
+  /// interleaved): returns the image's loss term and writes into grad (K x hw,
+  /// planar) the term's derivative with respect to S, zero outside the ROI.
+  virtual double ImageLoss(const Dtype* roi, int hw, Workspace* ws,
+      Dtype* grad) = 0;
+
+  virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
+      const vector<Blob<Dtype>*>& top);
+  virtual void Backward_cpu(const vector<Blob<Dtype>*>& top,
+      const vector<bool>& propagate_down, const vector<Blob<Dtype>*>& bottom);
+
+  int classes_;
+
+ private:
+  void CheckFinite(const Blob<Dtype>& blob, const char* what) const;
+  void ComputeRoi(const vector<Blob<Dtype>*>& bottom);
+  /// Bilinear resize of one H x W plane to h x w (scale_factor < 1) ...
+  void Downsample(const Dtype* src, Dtype* tmp, Dtype* dst) const;
+  /// ... and its adjoint, accumulated into a zeroed H x W plane.
+  void DownsampleAdjoint(const Dtype* src, Dtype* tmp, Dtype* dst) const;
+  /// Builds one image's lattice and values, then calls ImageLoss.
+  double FilterImage(const Dtype* image, const Dtype* prob, const Dtype* roi,
+      Dtype* grad, Workspace* ws);
+
+  float sigma_xy_;
+  float sigma_rgb_;
+  float scale_;
+  int num_, channels_, height_, width_;
+  int small_height_, small_width_;  // the filtered resolution
+  Blob<Dtype> roi_;            // N x 1 x h x w, 1 inside, 0 outside
+  Blob<Dtype> grad_;           // N x K x h x w: d(image term)/dS, for Backward
+  Blob<Dtype> small_prob_;     // N x K x h x w, when scale_factor < 1
+  Blob<Dtype> resize_tmp_;     // N x K x h x W, when scale_factor < 1
+  std::vector<int> near_y_, near_x_;       // nearest source row / column
+  std::vector<int> lin_y_, lin_x_;         // first bilinear tap
+  std::vector<int> next_y_, next_x_;       // second bilinear tap
+  std::vector<Dtype> frac_y_, frac_x_;     // weight of the second tap
+  std::vector<Workspace> workspaces_;
+  std::vector<double> image_loss_;
+};
+
+}  // namespace caffe
+
+#endif  // CAFFE_BILATERAL_LOSS_LAYER_HPP_
