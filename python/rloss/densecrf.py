@@ -1,4 +1,5 @@
-"""A numpy statement of the DenseCRF loss with an exact dense Gaussian.
+"""Numpy statements of the DenseCRF and Normalized Cut losses with an exact
+dense Gaussian.
 
 It is quadratic in the number of pixels, so it serves only as an oracle for
 small images: the layer's lattice approximates this kernel (up to a gain of
@@ -44,4 +45,25 @@ def densecrf_loss(image: np.ndarray, prob: np.ndarray, sigma_xy: float, sigma_rg
         wx = x @ gaussian_affinity(image[i], sigma_xy, sigma_rgb)  # W is symmetric
         loss -= float((x * wx).sum()) / n
         grad[i] = (-2 * wx * r.ravel() / n).reshape(k, h, w)
+    return loss, grad
+
+
+def normalized_cut_loss(image: np.ndarray, prob: np.ndarray, sigma_xy: float,
+                        sigma_rgb: float) -> tuple[float, np.ndarray]:
+    """(1/N) sum_n sum_k x'W(R - x) / (W R)'x with x = S R, and its gradient;
+    W here is exactly symmetric, so dE/dx = -[2 W x / B - C d / B^2] per class."""
+    n, k, h, w = prob.shape
+    loss, grad = 0.0, np.zeros(prob.shape, np.float64)
+    for i in range(n):
+        r = roi_from_image(image[i]).ravel().astype(np.float64)
+        wm = gaussian_affinity(image[i], sigma_xy, sigma_rgb)
+        x = prob[i].reshape(k, -1).astype(np.float64) * r
+        d = wm @ r
+        wx = x @ wm
+        b = x @ d
+        c = (x * wx).sum(1)
+        ok = b > 0
+        loss += float(((b[ok] - c[ok]) / b[ok]).sum()) / n
+        g = np.where(ok[:, None], -(2 * wx / b[:, None] - c[:, None] * d / b[:, None] ** 2), 0)
+        grad[i] = (g * r / n).reshape(k, h, w)
     return loss, grad

@@ -81,6 +81,14 @@ class Options:
     bi_xy_std: float = 100
     bi_rgb_std: float = 15
     scale_factor: float = 1.0
+    #: Phase 2's extra loss: "densecrf" (the published method), "ncut"
+    #: (Normalized Cut on the same kernel), "size" (Kervadec's size
+    #: constraint, bounds size_lower / size_upper as fractions of the image)
+    #: or "none" (phase 2 continues with pCE alone: the fair baseline for the
+    #: same number of iterations). densecrf_weight is its loss weight.
+    regularizer: str = "densecrf"
+    size_lower: Sequence[float] = ()
+    size_upper: Sequence[float] = ()
 
     @classmethod
     def published(cls, net: str, **overrides) -> "Options":
@@ -199,17 +207,34 @@ class _Builder:
         self[name] = L.SegAccuracy(scores, labels, seg_accuracy_param=sp)
 
     def densecrf_loss(self, scores, interp_name: str, interp_top: str, softmax: str) -> None:
-        """Phase 2: the DenseCRF loss on the softmax of the zoomed scores."""
+        """Phase 2's regularizer: the DenseCRF (or NCut) loss on the softmax
+        of the zoomed scores, or the size loss on the softmax of the scores."""
+        reg = self.o.regularizer
+        if reg == "none":
+            return
+        if reg == "size":
+            self["fc8_softmax"] = L.Softmax(scores)
+            self["size_loss"] = L.SizeLoss(
+                self["fc8_softmax"], loss_weight=self.o.densecrf_weight,
+                size_loss_param=dict(lower_bound=list(self.o.size_lower),
+                                     upper_bound=list(self.o.size_upper), relative=True))
+            return
+        if reg not in ("densecrf", "ncut"):
+            raise ValueError(f"unknown regularizer {reg!r}; choose densecrf, ncut, size "
+                             "or none")
         self.interp(interp_name, scores, top=interp_top, zoom_factor=self.stride)
         self[softmax] = L.Softmax(self[interp_top])
         param = dict(bi_xy_std=self.o.bi_xy_std, bi_rgb_std=self.o.bi_rgb_std)
         if self.o.scale_factor != 1:
             param["scale_factor"] = self.o.scale_factor
-        self["densecrf_loss"] = L.DenseCRFLoss(
-            self["data"], self[softmax], propagate_down=[False, True],
-            loss_weight=self.o.densecrf_weight,
-            loss_param=dict(ignore_label=255),
-            densecrf_loss_param=param)
+        kw = dict(loss_weight=self.o.densecrf_weight, propagate_down=[False, True])
+        if reg == "densecrf":
+            self["densecrf_loss"] = L.DenseCRFLoss(
+                self["data"], self[softmax], loss_param=dict(ignore_label=255),
+                densecrf_loss_param=param, **kw)
+        else:
+            self["ncut_loss"] = L.NormalizedCutLoss(
+                self["data"], self[softmax], normalized_cut_loss_param=param, **kw)
 
     def test_tail(self, scores) -> None:
         """TEST: zoom the scores to the input, score them, silence the rest."""
