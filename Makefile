@@ -1,15 +1,17 @@
-# rloss front door. `make test` on a fresh Debian 12 machine installs what is
-# missing (apt, pip), builds Caffe with our layers (cached in ~/.cache/rloss)
-# and runs every test. CAFFE_ROOT=/path/to/caffe builds into your own tree.
+# rloss front door. `make demo` runs the main job, `make test` every test.
+# Both first install what is missing on a fresh Debian 12 machine (apt, pip)
+# and build Caffe with our layers (cached in ~/.cache/rloss).
+# CAFFE_ROOT=/path/to/caffe builds into your own tree.
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: all build deps test test-cpp test-python prototxt clean help
+.PHONY: all build deps demo test test-cpp test-python prototxt clean help
 
 all: build
 
 help:
 	@echo "make         install dependencies and build Caffe with rloss (cached)"
+	@echo "make demo    build, then train pCE / DenseCRF / full masks on synthetic scenes (demo_out/report.md)"
 	@echo "make test    build, then run the C++ (gtest) and Python (pytest) tests"
 	@echo "make prototxt  regenerate prototxt/ from python/rloss/nets.py"
 	@echo "make clean   forget this checkout's link to the build (the cache stays)"
@@ -22,6 +24,9 @@ build: deps
 
 test: build
 	@bash tools/run_tests.sh
+
+demo: build
+	@. ./env.sh && rloss demo --out demo_out
 
 # Run one half of the suite against an existing build.
 test-cpp:

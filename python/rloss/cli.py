@@ -35,10 +35,18 @@ def cmd_prototxt(a: argparse.Namespace) -> None:
     over = dict(num_labels=a.num_labels, crop_size=a.crop_size, test_crop_size=a.test_crop_size,
                 batch_size=a.batch_size, densecrf_weight=a.densecrf_weight,
                 bi_xy_std=a.bi_xy_std, bi_rgb_std=a.bi_rgb_std, scale_factor=a.scale_factor,
-                exp=a.exp_name or "pascal_scribble")
+                exp=a.exp_name or "pascal_scribble", regularizer=a.regularizer)
     over = {k: v for k, v in over.items() if v is not None}
     if a.mean is not None:
         over["mean"] = tuple(a.mean)
+    if a.regularizer == "size":
+        if not (a.size_lower or a.size_upper):
+            _die("--regularizer size needs --size-lower and/or --size-upper (fractions)")
+        for b in (a.size_lower or []) + (a.size_upper or []):
+            if not 0 <= b <= 1:
+                _die(f"size bounds are fractions of the image in [0, 1], got {b}")
+        over["size_lower"] = tuple(a.size_lower or ())
+        over["size_upper"] = tuple(a.size_upper or ())
     root = Path(a.data_root).resolve() if a.data_root else None
     if root is not None and not root.is_dir():
         _die(f"--data-root {a.data_root} is not a folder")
@@ -299,6 +307,66 @@ def cmd_parse_log(a: argparse.Namespace) -> None:
               + ", ".join(f"{k} = {v:.4f}" for k, v in last.items()))
 
 
+# ---------------------------------------------------------------- experiment, demo
+def _setup(a: argparse.Namespace, **base):
+    from .experiment import Setup
+
+    s = Setup(**base)
+    for k in ("net", "fraction", "seed", "max_side", "crop_size", "test_crop_size",
+              "batch_size", "iters1", "iters2", "base_lr", "base_lr2"):
+        if getattr(a, k, None) is not None:
+            setattr(s, k, getattr(a, k))
+    if getattr(a, "regularizers", None):
+        s.regularizers = tuple(a.regularizers)
+    if getattr(a, "grid", None):
+        grids: dict = {"densecrf": [], "ncut": [], "size": []}
+        for g in a.grid:
+            reg, _, vals = g.rpartition(":")
+            reg = reg or "densecrf"
+            try:
+                t = tuple(float(v) for v in vals.split(","))
+            except ValueError:
+                t = ()
+            if reg not in grids or len(t) != (1 if reg == "size" else 3) or min(t) <= 0:
+                _die(f"--grid entry {g!r}: give WEIGHT,SIGMA_XY,SIGMA_RGB (DenseCRF), "
+                     "ncut:WEIGHT,SIGMA_XY,SIGMA_RGB or size:WEIGHT, all positive")
+            grids[reg].append(t)
+        s.grid = grids["densecrf"] or s.grid
+        s.ncut_grid = grids["ncut"] or s.ncut_grid
+        s.size_grid = [t[0] for t in grids["size"]] or s.size_grid
+    return s
+
+
+def _run_and_report(a: argparse.Namespace, src: Path, s, title: str) -> None:
+    from .experiment import report, run, table
+
+    out = Path(a.out)
+    try:
+        res = run(src, out, s, log=lambda m: print(m, flush=True))
+    except (FileNotFoundError, ValueError) as e:
+        _die(str(e))
+    path = report(res, out, title, "rloss " + " ".join(sys.argv[1:]))
+    print("\n" + table(res) + f"\nreport: {path} ({res['minutes']:.1f} min)")
+
+
+def cmd_experiment(a: argparse.Namespace) -> None:
+    src = Path(a.data)
+    if not (src / "JPEGImages").is_dir() or not (src / "SegmentationClass").is_dir():
+        _die(f"{src} needs JPEGImages/ and SegmentationClass/ (full masks)")
+    _run_and_report(a, src, _setup(a), f"Scribbles vs full masks on {src.name}")
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from .experiment import DEMO
+    from .synthetic import make_dataset
+
+    out = Path(a.out)
+    src = out / "scenes"
+    print(f"making {a.images} synthetic scenes in {src}", flush=True)
+    make_dataset(src, a.images, seed=a.seed)
+    _run_and_report(a, src, _setup(a, **DEMO), "rloss demo: scribbles, DenseCRF loss, full masks")
+
+
 # ---------------------------------------------------------------- parser
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
@@ -325,10 +393,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="default: the release's for the net")
     p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"),
                    help="mean subtracted from the image, BGR (default VOC's)")
-    p.add_argument("--densecrf-weight", type=float, help="loss weight (default 1e-8)")
+    p.add_argument("--densecrf-weight", type=float,
+                   help="phase 2 regularizer's loss weight (default 1e-8)")
     p.add_argument("--bi-xy-std", type=float, help="σxy (default 100; 80 for resnet-101)")
     p.add_argument("--bi-rgb-std", type=float, help="σrgb (default 15; 13 for resnet-101)")
     p.add_argument("--scale-factor", type=float, help="DenseCRF loss resolution (default 1)")
+    p.add_argument("--regularizer", default="densecrf",
+                   choices=["densecrf", "ncut", "size", "none"],
+                   help="phase 2's extra loss: the DenseCRF loss, Normalized Cut on the same "
+                   "kernel, a size constraint, or none (pCE alone)")
+    p.add_argument("--size-lower", type=float, nargs="+", metavar="F",
+                   help="size regularizer: lower bounds, fractions of the image (one, or "
+                   "one per class)")
+    p.add_argument("--size-upper", type=float, nargs="+", metavar="F",
+                   help="size regularizer: upper bounds, fractions of the image")
     p.add_argument("--solver-mode", default="CPU", choices=["CPU", "GPU"])
     p.add_argument("--exp-name", help="suffix of the classifier's name fc8_<name> "
                    "(default 'pascal_scribble'); a new name re-initialises it from --weights")
@@ -425,6 +503,38 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ids", help="use only these ids (one per line)")
     p.add_argument("--out", help="folder for train.txt and val.txt (default DATA/list)")
+
+    def experiment_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--net", choices=["small", "deeplab_largeFOV"], help="default small")
+        p.add_argument("--fraction", type=float, help="scribbled share of pixels (0.03)")
+        p.add_argument("--seed", type=int, help="scribbles and splits (0)")
+        p.add_argument("--max-side", type=int, help="resize images to this longer side (128)")
+        p.add_argument("--crop-size", type=int)
+        p.add_argument("--test-crop-size", type=int, help="at least the resized image size")
+        p.add_argument("--batch-size", type=int)
+        p.add_argument("--iters1", type=int, help="phase 1 iterations")
+        p.add_argument("--iters2", type=int, help="phase 2 iterations")
+        p.add_argument("--base-lr", type=float, help="phase 1 learning rate (Adam)")
+        p.add_argument("--base-lr2", type=float, help="phase 2 learning rate")
+        p.add_argument("--regularizers", nargs="+", choices=["densecrf", "ncut", "size"],
+                       help="phase-2 losses to compare (default densecrf)")
+        p.add_argument("--grid", nargs="+", metavar="[REG:]W,...",
+                       help="candidates tried on the tuning split: W,XY,RGB for DenseCRF, "
+                       "ncut:W,XY,RGB, size:W (loss weight, σxy, σrgb)")
+
+    p = _add(sub, "experiment", "pCE vs pCE + DenseCRF vs full masks on a VOC-layout folder", """
+        rloss experiment --data ../shared/data/weizmann_horse --out horse_exp
+        rloss experiment --data VOCdevkit/VOC2012 --out voc --regularizers densecrf ncut size""",
+             cmd_experiment)
+    p.add_argument("--data", required=True, help="folder with JPEGImages/ and SegmentationClass/")
+    p.add_argument("--out", required=True)
+    experiment_options(p)
+
+    p = _add(sub, "demo", "the main job on synthetic scenes; writes OUT/report.md", """
+        rloss demo --out demo_out        # what `make demo` runs""", cmd_demo)
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--images", type=int, default=80, help="synthetic scenes to make")
+    experiment_options(p)
 
     p = _add(sub, "parse-log", "Caffe's training log (glog) to CSV and a plot", """
         caffe train --solver solver.prototxt 2> phase1.log

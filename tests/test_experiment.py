@@ -1,0 +1,73 @@
+"""`rloss experiment` / `rloss demo` end to end on a handful of generated
+scenes with a few iterations: the arms, the split, the table and the report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rloss import data, synthetic
+
+
+def test_experiment_end_to_end(caffe, tmp_path):
+    from rloss import experiment
+    src = tmp_path / "src"
+    synthetic.make_dataset(src, 12, size=(40, 52), jitter=4, seed=2)
+    s = experiment.Setup(crop_size=33, test_crop_size=65, batch_size=2, iters1=6, iters2=4,
+                         test_fraction=0.25, tune_fraction=0.25,
+                         grid=((1e-6, 20, 15), (3e-6, 10, 10)), ncut_grid=((1, 20, 10),),
+                         size_grid=(10,), regularizers=("densecrf", "ncut", "size"))
+    out = tmp_path / "out"
+    res = experiment.run(src, out, s, log=lambda m: None)
+    split = json.loads((out / "split.json").read_text())
+    assert (len(split["train"]), len(split["tune"]), len(split["test"])) == (7, 2, 3)
+    assert not set(split["test"]) & (set(split["train"]) | set(split["tune"]))
+    assert 0.01 < split["labelled_fraction"] < 0.1
+    # The training list of the scribble arms reads scribbles, the full arm masks.
+    assert "/scribbles/" in (out / "lists" / "train_scribbles.txt").read_text()
+    assert "/SegmentationClass/" in (out / "lists" / "train_full.txt").read_text()
+    assert set(res["tune"]) == {"pce", "densecrf_0", "densecrf_1", "ncut_0", "size_0"}
+    # Size bounds come from the tuning masks and hold for each of them.
+    c = res["candidates"]["size_0"]
+    for i in split["tune"]:
+        m = data.load_label(out / "data" / "SegmentationClass" / f"{i}.png")
+        for k in range(3):
+            assert c["size_lower"][k] <= np.mean(m == k) <= c["size_upper"][k]
+    assert res["chosen"]["densecrf"] == max(("densecrf_0", "densecrf_1"),
+                                            key=lambda n: res["tune"][n])
+    t = res["test"]
+    gap = t["full"]["miou"] - t["pce"]["miou"]
+    if gap > 0:
+        assert res["gap_closed"]["densecrf"] == pytest.approx(
+            (t["densecrf"]["miou"] - t["pce"]["miou"]) / gap)
+    # Each arm trained both phases with the same schedule; DenseCRF only phase 2.
+    runs = out / "runs"
+    for arm in ("pce", "full"):
+        assert (runs / arm / "model" / "train_iter_6.caffemodel").is_file()
+        assert (runs / arm / "model" / "trainwithdensecrfloss_iter_4.caffemodel").is_file()
+    assert not list((runs / "densecrf_0" / "model").glob("train_iter_*"))
+    # The test-set scores are recomputable from the saved weights.
+    from rloss.evaluate import evaluate, predict
+    sc, _ = evaluate(predict(runs / "pce" / "config" / "test.prototxt",
+                             res["weights"]["densecrf"], out / "lists" / "test.txt",
+                             progress=False))
+    assert sc.miou == pytest.approx(t["densecrf"]["miou"])
+    md = experiment.report(res, out, "t", "rloss experiment ...", n_images=2).read_text()
+    assert f"| {100 * t['full']['miou']:.1f} |" in md and "figures/predictions.png" in md
+    for reg in ("DenseCRF", "Normalized Cut", "size"):
+        assert f"pCE + {reg} (scribbles;" in md
+    for f in ("predictions.png", "loss_curves.png", "gradient.png"):
+        assert (out / "figures" / f).stat().st_size > 10000
+
+
+def test_experiment_cli_refuses_bad_input(tmp_path):
+    from test_data_tools import rloss_cli
+    r = rloss_cli("experiment", "--data", tmp_path, "--out", tmp_path / "o", check=False)
+    assert r.returncode == 2 and "needs JPEGImages/ and SegmentationClass/" in r.stderr
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "SegmentationClass").mkdir()
+    for bad in ("1e-6,5", "ncut:1,2", "size:-1", "bogus:1,2,3"):
+        r = rloss_cli("experiment", "--data", tmp_path, "--out", tmp_path / "o", "--grid", bad,
+                      check=False)
+        assert r.returncode == 2 and "WEIGHT,SIGMA_XY,SIGMA_RGB" in r.stderr, bad
