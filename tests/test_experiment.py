@@ -71,3 +71,23 @@ def test_experiment_cli_refuses_bad_input(tmp_path):
         r = rloss_cli("experiment", "--data", tmp_path, "--out", tmp_path / "o", "--grid", bad,
                       check=False)
         assert r.returncode == 2 and "WEIGHT,SIGMA_XY,SIGMA_RGB" in r.stderr, bad
+
+
+def test_demo_cli_is_deterministic(caffe, tmp_path):
+    """`rloss demo` makes the same scenes every time (seed 0 unless told) and
+    writes its report; tiny settings keep it fast."""
+    from test_data_tools import rloss_cli
+    out = tmp_path / "demo"
+    r = rloss_cli("demo", "--out", out, "--images", 8, "--iters1", 2, "--iters2", 2,
+                  "--crop-size", 33, "--batch-size", 2, "--max-side", 64,
+                  "--test-crop-size", 65)
+    assert "closes" in r.stdout and (out / "report.md").is_file()
+    ref = tmp_path / "ref"
+    synthetic.make_dataset(ref, 8, seed=0)
+    for i in range(8):
+        name = f"scene{i:04d}"
+        assert (out / "scenes" / "JPEGImages" / f"{name}.jpg").read_bytes() == \
+            (ref / "JPEGImages" / f"{name}.jpg").read_bytes()
+        np.testing.assert_array_equal(
+            data.load_label(out / "scenes" / "SegmentationClass" / f"{name}.png"),
+            data.load_label(ref / "SegmentationClass" / f"{name}.png"))

@@ -363,7 +363,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     out = Path(a.out)
     src = out / "scenes"
     print(f"making {a.images} synthetic scenes in {src}", flush=True)
-    make_dataset(src, a.images, seed=a.seed)
+    make_dataset(src, a.images, seed=a.seed if a.seed is not None else 0)
     _run_and_report(a, src, _setup(a, **DEMO), "rloss demo: scribbles, DenseCRF loss, full masks")
 
 
