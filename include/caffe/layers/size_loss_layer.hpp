@@ -60,6 +60,7 @@ class SizeLossLayer : public LossLayer<Dtype> {
   std::vector<float> lower_, upper_;  // from the parameter, per class
   int num_, classes_, area_;
   double unit_;                       // 1 / (H W) when relative, else 1
+  std::vector<double> size_;          // N x K: s, in the loss's units
   std::vector<double> excess_;        // N x K: max(0,s-b) - max(0,a-s)
 };
 

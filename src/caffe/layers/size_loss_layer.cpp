@@ -60,6 +60,7 @@ void SizeLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
         << " x 2 (lower, upper per image and class), got " << b.shape_string();
   }
   unit_ = this->layer_param_.size_loss_param().relative() ? 1.0 / area_ : 1.0;
+  size_.resize(num_ * classes_);
   excess_.resize(num_ * classes_);
 }
 
@@ -90,24 +91,23 @@ void SizeLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
   const Dtype* prob = bottom[0]->cpu_data();
   const int planes = num_ * classes_;
-  std::vector<double> size(planes);
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < planes; ++p) {
     double s = 0;
     const Dtype* x = prob + static_cast<size_t>(p) * area_;
     for (int i = 0; i < area_; ++i) s += x[i];
-    size[p] = s * unit_;
+    size_[p] = s * unit_;
   }
   double loss = 0;
   for (int p = 0; p < planes; ++p) {
-    CHECK(std::isfinite(size[p])) << "SizeLoss layer '"
+    CHECK(std::isfinite(size_[p])) << "SizeLoss layer '"
         << this->layer_param_.name() << "': image " << p / classes_
-        << ", class " << p % classes_ << " has size " << size[p]
+        << ", class " << p % classes_ << " has size " << size_[p]
         << "; the probabilities must be finite";
     double lower, upper;
     Bounds(bottom, p / classes_, p % classes_, &lower, &upper);
-    const double over = std::max(0.0, size[p] - upper);
-    const double under = std::max(0.0, lower - size[p]);
+    const double over = std::max(0.0, size_[p] - upper);
+    const double under = std::max(0.0, lower - size_[p]);
     excess_[p] = over - under;
     loss += over * over + under * under;
   }

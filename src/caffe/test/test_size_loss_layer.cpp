@@ -181,6 +181,12 @@ TYPED_TEST(SizeLossLayerTest, TestBadInputDies) {
   EXPECT_DEATH(this->Forward(LayerParameter(), bottom),
                "image 0, class 0 the bounds \\[3, 0\\]");
   ok.mutable_cpu_data()[0] = 0;
+  // A NaN probability names the image and class.
+  const Dtype saved = this->prob_->cpu_data()[25];
+  this->prob_->mutable_cpu_data()[25] = NAN;
+  EXPECT_DEATH(this->Forward(LayerParameter(), this->bottom_),
+               "image 0, class 1 has size nan; the probabilities must be finite");
+  this->prob_->mutable_cpu_data()[25] = saved;
   SizeLossLayer<Dtype> layer((LayerParameter()));
   layer.SetUp(bottom, this->top_vec_);
   layer.Forward(bottom, this->top_vec_);
