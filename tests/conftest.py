@@ -3,6 +3,7 @@ shared data folder beside the checkout (tests that need it skip without it)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,3 +55,37 @@ def child_env() -> dict[str, str]:
     env["GLOG_minloglevel"] = "0"
     env["GLOG_logtostderr"] = "1"
     return env
+
+
+def rloss_cli(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "rloss", *map(str, args)], env=child_env(),
+                       capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+# A tiny generated VOC-layout set with scribbles and lists, for the tests that
+# train the small net; crops at the small net's 4k + 1.
+CROP, TEST_CROP = 41, 65
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from rloss import data, scribbles, synthetic
+    root = tmp_path_factory.mktemp("set")
+    ids = synthetic.make_dataset(root, 8, size=(44, 56), jitter=8, seed=5)
+    for i in ids:
+        mask = data.load_label(root / "SegmentationClass" / f"{i}.png")
+        data.save_label(root / "scribbles" / f"{i}.png",
+                        scribbles.synthesize(mask, 0.05, min_area=32,
+                                             rng=scribbles.seed_for(i, 0)))
+    data.write_lists(root, root / "list", "scribbles", 0.25, 0, "SegmentationClass")
+    return root
+
+
+def make_exp(dataset: Path, out: Path, *extra) -> Path:
+    rloss_cli("prototxt", "--net", "small", "--data-root", dataset, "--num-labels", 3,
+              "--crop-size", CROP, "--test-crop-size", TEST_CROP, "--batch-size", 2,
+              "--out", out, *extra)
+    return out

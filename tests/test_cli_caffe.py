@@ -15,32 +15,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from conftest import REPO, child_env
-from test_data_tools import rloss_cli
-
-CROP, TEST_CROP = 41, 65
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    from rloss import data, scribbles, synthetic
-    root = tmp_path_factory.mktemp("set")
-    ids = synthetic.make_dataset(root, 8, size=(44, 56), jitter=8, seed=5)
-    for i in ids:
-        mask = data.load_label(root / "SegmentationClass" / f"{i}.png")
-        data.save_label(root / "scribbles" / f"{i}.png",
-                        scribbles.synthesize(mask, 0.05, min_area=32,
-                                             rng=scribbles.seed_for(i, 0)))
-    data.write_lists(root, root / "list", "scribbles", 0.25, 0, "SegmentationClass")
-    return root
-
-
-def make_exp(dataset: Path, out: Path, *extra) -> Path:
-    rloss_cli("prototxt", "--net", "small", "--data-root", dataset, "--num-labels", 3,
-              "--crop-size", CROP, "--test-crop-size", TEST_CROP, "--batch-size", 2,
-              "--out", out, *extra)
-    return out
-
+from conftest import CROP, REPO, TEST_CROP, child_env, make_exp, rloss_cli
 
 def read_rows(exp: Path):
     with open(exp / "log" / "train.csv", newline="") as f:

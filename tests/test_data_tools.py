@@ -2,23 +2,12 @@
 synthetic scribbles, synthetic scenes and log parsing."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, child_env
+from conftest import rloss_cli
 from rloss import data, logs, scribbles, synthetic
-
-
-def rloss_cli(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "rloss", *map(str, args)], env=child_env(),
-                       capture_output=True, text=True)
-    if check:
-        assert r.returncode == 0, r.stderr
-    return r
 
 
 def test_palette_and_label_roundtrip(tmp_path):

@@ -62,7 +62,7 @@ def test_experiment_end_to_end(caffe, tmp_path):
 
 
 def test_experiment_cli_refuses_bad_input(tmp_path):
-    from test_data_tools import rloss_cli
+    from conftest import rloss_cli
     r = rloss_cli("experiment", "--data", tmp_path, "--out", tmp_path / "o", check=False)
     assert r.returncode == 2 and "needs JPEGImages/ and SegmentationClass/" in r.stderr
     (tmp_path / "JPEGImages").mkdir()
@@ -76,7 +76,7 @@ def test_experiment_cli_refuses_bad_input(tmp_path):
 def test_demo_cli_is_deterministic(caffe, tmp_path):
     """`rloss demo` makes the same scenes every time (seed 0 unless told) and
     writes its report; tiny settings keep it fast."""
-    from test_data_tools import rloss_cli
+    from conftest import rloss_cli
     out = tmp_path / "demo"
     r = rloss_cli("demo", "--out", out, "--images", 8, "--iters1", 2, "--iters2", 2,
                   "--crop-size", 33, "--batch-size", 2, "--max-side", 64,

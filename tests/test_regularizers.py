@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from test_cli_caffe import CROP, dataset, make_exp  # noqa: F401  (fixture)
+from conftest import make_exp
 
 
 def layer_net(caffe, tmp_path, shape_img, shape_prob, make_layer):
@@ -79,7 +79,7 @@ def test_size_loss_against_numpy(caffe, tmp_path):
 @pytest.mark.parametrize("reg,layer_type,top", [("ncut", "NormalizedCutLoss", "ncut_loss"),
                                                 ("size", "SizeLoss", "size_loss"),
                                                 ("none", None, None)])
-def test_prototxt_regularizer(caffe, dataset, tmp_path, reg, layer_type, top):  # noqa: F811
+def test_prototxt_regularizer(caffe, dataset, tmp_path, reg, layer_type, top):
     from caffe.proto import caffe_pb2
     extra = ["--size-lower", "0.5", "0.1", "0", "--size-upper", "1", "0.4", "0.3"] \
         if reg == "size" else []

@@ -10,10 +10,10 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, NoReturn, Optional, Sequence
 
 
-def _die(msg: str) -> "NoReturn":  # noqa: F821
+def _die(msg: str) -> NoReturn:
     print(f"rloss: error: {msg}", file=sys.stderr)
     raise SystemExit(2)
 

@@ -11,7 +11,8 @@ from typing import Sequence, Tuple
 import numpy as np
 
 
-def _net_from_proto(proto, phase) -> "caffe.Net":  # noqa: F821
+def _net_from_proto(proto, phase):
+    """A caffe.Net from a NetParameter (through a temporary file, as pycaffe needs)."""
     import caffe
     fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="rloss_")
     try:
