@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,12 +161,18 @@ def test_sigint_leaves_a_snapshot(caffe, dataset, tmp_path):
         p = subprocess.Popen([sys.executable, "-m", "rloss", "train", "--exp", str(exp),
                               "--phase", "1"], env=child_env(), stdout=subprocess.PIPE,
                              stderr=f, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and "it/s" not in err.read_text():
+    # Interrupt once training runs: the bar shows at least 2 iterations done.
+    deadline = time.time() + 120
+    while time.time() < deadline and not re.search(r"\| +([2-9]|\d\d+)/100000",
+                                                    err.read_text()):
         time.sleep(0.2)
-    time.sleep(0.5)
     p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=60)
+    try:
+        out, _ = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail("no exit 120 s after SIGINT; stderr: " + err.read_text()[-2000:])
     assert p.returncode == 130, err.read_text()[-2000:]
     assert "continue with --resume" in out
     states = sorted(exp.glob("model/train_iter_*.solverstate"))
