@@ -17,7 +17,7 @@ namespace caffe {
  *        (x/\sigma_{xy}, y/\sigma_{xy}, I_1/\sigma_{rgb}, ..., I_C/\sigma_{rgb})
  *        (DenseCRFLoss, NormalizedCutLoss): the bottoms, their checks, the
  *        region of interest, the scale_factor resize and its adjoint, one
- *        permutohedral lattice per image, and Backward.
+ *        permutohedral lattice per image (kept for Backward), and Backward.
  *
  * Bottoms: image N x C x H x W (any C >= 1); probabilities N x K x H x W;
  * optional ROI N x 1 x H x W (nonzero = inside). Without the ROI bottom a
@@ -49,14 +49,18 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   }
 
  protected:
-  /// Per-thread lattice and buffers, kept between calls.
+  /// One image's lattice and buffers, kept from Forward to Backward and
+  /// between calls (so that same-sized batches do not allocate).
   struct Workspace {
     PermutohedralLattice lattice;
     std::vector<float> image;     // C x h x w, the (sampled) image
     std::vector<float> features;  // h*w x (2 + C)
-    std::vector<float> values;    // h*w x K, S (.) R interleaved
-    std::vector<float> filtered;  // h*w x V, the derived layer's W products
+    std::vector<float> prob;      // K x h x w, S as float when Dtype is not
+    std::vector<float> roi;       // h*w, 1 inside, 0 outside
+    std::vector<float> filtered;  // the derived layer's W products
+    std::vector<float> grad;      // the derived layer's stored gradient
     std::vector<float> extra;     // the derived layer's scratch
+    std::vector<float> diff;      // ImageGradient's output when Dtype is not
   };
 
   /// The derived layer's kernel widths and resolution, and its parameter's
@@ -64,11 +68,13 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   virtual void ReadParam(float* sigma_xy, float* sigma_rgb,
       float* scale_factor) const = 0;
   virtual const char* param_name() const = 0;
-  /// One image, its lattice built and ws->values holding S (.) R (hw x K,
-  /// interleaved): returns the image's loss term and writes into grad (K x hw,
-  /// planar) the term's derivative with respect to S, zero outside the ROI.
-  virtual double ImageLoss(const Dtype* roi, int hw, Workspace* ws,
-      Dtype* grad) = 0;
+  /// One image, its lattice built: returns the image's loss term for the
+  /// probabilities prob (K x hw, planar) inside ws->roi.
+  virtual double ImageLoss(const float* prob, int hw, Workspace* ws) = 0;
+  /// After ImageLoss on the same workspace: diff (K x hw, planar) = scale *
+  /// d(image term)/dS, zero outside the ROI.
+  virtual void ImageGradient(int hw, float scale, Workspace* ws,
+      float* diff) = 0;
 
   virtual void Forward_cpu(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
@@ -84,24 +90,21 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   void Downsample(const Dtype* src, Dtype* tmp, Dtype* dst) const;
   /// ... and its adjoint, accumulated into a zeroed H x W plane.
   void DownsampleAdjoint(const Dtype* src, Dtype* tmp, Dtype* dst) const;
-  /// Builds one image's lattice and values, then calls ImageLoss.
-  double FilterImage(const Dtype* image, const Dtype* prob, const Dtype* roi,
-      Dtype* grad, Workspace* ws);
+  /// Builds one image's lattice, then calls ImageLoss.
+  double FilterImage(const Dtype* image, const Dtype* prob, Workspace* ws);
 
   float sigma_xy_;
   float sigma_rgb_;
   float scale_;
   int num_, channels_, height_, width_;
   int small_height_, small_width_;  // the filtered resolution
-  Blob<Dtype> roi_;            // N x 1 x h x w, 1 inside, 0 outside
-  Blob<Dtype> grad_;           // N x K x h x w: d(image term)/dS, for Backward
   Blob<Dtype> small_prob_;     // N x K x h x w, when scale_factor < 1
   Blob<Dtype> resize_tmp_;     // N x K x h x W, when scale_factor < 1
   std::vector<int> near_y_, near_x_;       // nearest source row / column
   std::vector<int> lin_y_, lin_x_;         // first bilinear tap
   std::vector<int> next_y_, next_x_;       // second bilinear tap
   std::vector<Dtype> frac_y_, frac_x_;     // weight of the second tap
-  std::vector<Workspace> workspaces_;
+  std::vector<Workspace> workspaces_;     // one per image
   std::vector<double> image_loss_;
 };
 

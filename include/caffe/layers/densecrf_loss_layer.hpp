@@ -38,8 +38,8 @@ class DenseCRFLossLayer : public BilateralLossLayer<Dtype> {
   virtual void ReadParam(float* sigma_xy, float* sigma_rgb,
       float* scale_factor) const;
   virtual const char* param_name() const { return "densecrf_loss_param"; }
-  virtual double ImageLoss(const Dtype* roi, int hw, Workspace* ws,
-      Dtype* grad);
+  virtual double ImageLoss(const float* prob, int hw, Workspace* ws);
+  virtual void ImageGradient(int hw, float scale, Workspace* ws, float* diff);
 };
 
 }  // namespace caffe

@@ -47,8 +47,8 @@ class NormalizedCutLossLayer : public BilateralLossLayer<Dtype> {
   virtual const char* param_name() const {
     return "normalized_cut_loss_param";
   }
-  virtual double ImageLoss(const Dtype* roi, int hw, Workspace* ws,
-      Dtype* grad);
+  virtual double ImageLoss(const float* prob, int hw, Workspace* ws);
+  virtual void ImageGradient(int hw, float scale, Workspace* ws, float* diff);
 };
 
 }  // namespace caffe

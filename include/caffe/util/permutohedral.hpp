@@ -15,55 +15,86 @@ namespace caffe {
  * exp(-|f_i - f_j|^2 / 2) for features f already divided by their standard
  * deviations (self term included). Standalone: no Caffe types.
  *
- * Init() builds the lattice once per feature set; Filter() can then be called
- * for any number of value channels at once. Buffers are kept between calls,
- * so a lattice reused for same-sized inputs does not allocate.
+ * Init() builds the lattice once per feature set. Filter() is Splat(), Blur()
+ * and Slice(), which are public so that a caller can stop on the lattice:
+ * <in, W in> = SplatDotBlurred() needs no slice. Values are planar
+ * (value_size planes of num_points floats, as Caffe stores blobs) and are
+ * filtered all at once. Buffers are kept between calls: a lattice reused for
+ * same-sized inputs does not allocate. Loops run in OpenMP parallel regions
+ * unless called from inside one; results do not depend on the thread count.
  */
 class PermutohedralLattice {
  public:
-  PermutohedralLattice() : dim_(0), num_points_(0), num_vertices_(0) {}
+  PermutohedralLattice();
 
   /// features: num_points x dim, row-major.
   void Init(const float* features, int dim, int num_points);
 
-  /// in, out: num_points x value_size, row-major (channels interleaved);
-  /// they must not overlap. Parallel (OpenMP) over vertices and points.
-  /// transpose: apply W's transpose instead. The lattice's W is symmetric
-  /// only up to a few percent (the per-axis blurs do not commute), so exact
-  /// gradients of x' W y need both.
+  /// out = W in (W' in with transpose) for planar in, out; they must not
+  /// overlap. The lattice's W is symmetric only up to a few percent (the
+  /// per-axis blurs do not commute), so exact gradients of x' W y need both.
   void Filter(const float* in, int value_size, float* out,
               bool transpose = false);
+
+  /// Accumulates planar values, each point's scaled by point_weight[i] if
+  /// given, onto the lattice vertices.
+  void Splat(const float* in, int value_size,
+             const float* point_weight = NULL);
+  /// Blurs the splatted values along every lattice axis; transpose reverses
+  /// the axis order, which applies W'.
+  void Blur(bool transpose = false);
+  /// out = scale * point_weight[i] * (W in)_i for every point (planar).
+  void Slice(float* out, float scale = 1,
+             const float* point_weight = NULL) const;
+  /// sum_c <splatted_c, blurred_c> * alpha = <in, W in> (point weights
+  /// included), computed on the vertices.
+  double SplatDotBlurred() const;
 
   int dim() const { return dim_; }
   int num_points() const { return num_points_; }
   /// Lattice vertices touched by the points: the size of the blur's domain.
   int num_vertices() const { return num_vertices_; }
+  /// Bytes held in buffers (for memory reports).
+  size_t memory_bytes() const;
 
  private:
   /// The vertex with this key, or -1 with *slot the free slot to put it in.
-  int Probe(const int* key, unsigned int* slot) const;
+  int Probe(const int* key, unsigned int hash, unsigned int* slot) const;
   int Find(const int* key) const;
   int FindOrInsert(const int* key);
+  void Rehash(size_t size);
+  void Simplices(const float* features, int begin, int count);
+  float* Row(std::vector<float>* v, int vertex) const {
+    return &(*v)[static_cast<size_t>(vertex) * stride_];
+  }
 
   int dim_;
   int num_points_;
   int num_vertices_;
-  // For each point, its dim+1 enclosing vertices and barycentric weights.
+  // For each point, its dim+1 enclosing vertices (+1: row 0 is "absent")
+  // and barycentric weights.
   std::vector<int> vertex_;
   std::vector<float> weight_;
-  // For each blur axis and vertex, the neighbour indices (+1; 0 = absent).
-  std::vector<int> neighbour_lo_;
-  std::vector<int> neighbour_hi_;
+  // For each blur axis and vertex, the neighbour rows (lo, hi interleaved).
+  std::vector<int> neighbour_;
   // Hash table of vertex keys (dim coordinates each) -> vertex index.
   std::vector<int> keys_;
   std::vector<int> table_;
+  std::vector<unsigned int> table_hash_;
   unsigned int table_mask_;
-  // Vertex values (row 0 stays zero: it stands for absent neighbours).
-  std::vector<float> values_;
+  // Build scratch: one block of points in structure-of-arrays layout.
+  std::vector<float> block_;
+  std::vector<int> iblock_;
+  std::vector<int> simplex_cache_;
+  std::vector<char> simplex_valid_;
+  // Vertex values: (num_vertices + 1) rows of stride_ floats (row 0 is 0).
+  int value_size_;
+  int stride_;
+  std::vector<float> splat_;      // chunk 0 of the splat, kept for the dot
+  std::vector<float> partial_;    // the other chunks' splats
+  std::vector<float> blurred_;
   std::vector<float> scratch_;
-  // Init's per-point work arrays.
-  std::vector<float> work_;
-  std::vector<int> iwork_;
+  std::vector<float> transposed_;  // per-thread point blocks, interleaved
 };
 
 /// Per-pixel features (x/sigma_xy, y/sigma_xy, I_1/sigma_rgb, ...,

@@ -7,7 +7,6 @@
 #endif
 
 #include "caffe/layers/bilateral_loss_layer.hpp"
-#include "caffe/util/math_functions.hpp"
 
 namespace caffe {
 
@@ -18,14 +17,6 @@ inline int MaxThreads() {
   return omp_get_max_threads();
 #else
   return 1;
-#endif
-}
-
-inline int ThreadId() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
 #endif
 }
 
@@ -49,6 +40,32 @@ void ResizeTaps(int in, int out, float s, std::vector<int>* nearest,
     (*second)[i] = lo < in - 1 ? lo + 1 : lo;
     (*frac)[i] = static_cast<Dtype>(src - lo);
   }
+}
+
+// The lattice works in float: a float blob is used in place, a double one
+// is converted into buf.
+inline const float* AsFloat(const float* p, int, std::vector<float>*) {
+  return p;
+}
+
+inline const float* AsFloat(const double* p, int count,
+                            std::vector<float>* buf) {
+  buf->resize(count);
+  std::copy(p, p + count, buf->begin());
+  return &(*buf)[0];
+}
+
+inline float* FloatOut(float* p, int, std::vector<float>*) { return p; }
+
+inline float* FloatOut(double*, int count, std::vector<float>* buf) {
+  buf->resize(count);
+  return &(*buf)[0];
+}
+
+inline void FinishOut(float*, const std::vector<float>&) {}
+
+inline void FinishOut(double* p, const std::vector<float>& buf) {
+  std::copy(buf.begin(), buf.end(), p);
 }
 
 }  // namespace
@@ -126,8 +143,7 @@ void BilateralLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
              &frac_y_);
   ResizeTaps(width_, small_width_, scale_, &near_x_, &lin_x_, &next_x_,
              &frac_x_);
-  roi_.Reshape(num_, 1, small_height_, small_width_);
-  grad_.Reshape(num_, classes_, small_height_, small_width_);
+  if (static_cast<int>(workspaces_.size()) < num_) workspaces_.resize(num_);
   if (scale_ < 1) {
     small_prob_.Reshape(num_, classes_, small_height_, small_width_);
     resize_tmp_.Reshape(num_, classes_, small_height_, width_);
@@ -157,8 +173,9 @@ void BilateralLossLayer<Dtype>::ComputeRoi(const vector<Blob<Dtype>*>& bottom) {
   const int plane = height_ * width_;
   const Dtype* image = bottom[0]->cpu_data();
   const Dtype* roi_in = bottom.size() > 2 ? bottom[2]->cpu_data() : NULL;
-  Dtype* roi = roi_.mutable_cpu_data();
   for (int n = 0; n < num_; ++n) {
+    std::vector<float>& roi = workspaces_[n].roi;
+    roi.resize(h * w);
     for (int ys = 0; ys < h; ++ys) {
       for (int xs = 0; xs < w; ++xs) {
         const int at = near_y_[ys] * width_ + near_x_[xs];
@@ -170,7 +187,7 @@ void BilateralLossLayer<Dtype>::ComputeRoi(const vector<Blob<Dtype>*>& bottom) {
             inside = std::trunc(image[(n * channels_ + c) * plane + at]) != 0;
           }
         }
-        roi[(n * h + ys) * w + xs] = inside ? 1 : 0;
+        roi[ys * w + xs] = inside ? 1 : 0;
       }
     }
   }
@@ -222,9 +239,9 @@ void BilateralLossLayer<Dtype>::DownsampleAdjoint(const Dtype* src, Dtype* tmp,
 
 template <typename Dtype>
 double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
-    const Dtype* prob, const Dtype* roi, Dtype* grad, Workspace* ws) {
+    const Dtype* prob, Workspace* ws) {
   const int h = small_height_, w = small_width_, hw = h * w;
-  const int C = channels_, K = classes_, dim = 2 + C;
+  const int C = channels_, dim = 2 + C;
   const int plane = height_ * width_;
   ws->image.resize(C * hw);
   for (int c = 0; c < C; ++c) {
@@ -238,14 +255,7 @@ double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
   ComputeBilateralFeatures(&ws->image[0], C, h, w, sigma_xy_ * scale_,
                            sigma_rgb_, &ws->features[0]);
   ws->lattice.Init(&ws->features[0], dim, hw);
-
-  ws->values.resize(hw * K);
-  float* values = &ws->values[0];
-  for (int k = 0; k < K; ++k) {
-    const Dtype* p = prob + k * hw;
-    for (int i = 0; i < hw; ++i) values[i * K + k] = p[i] * roi[i];
-  }
-  return ImageLoss(roi, hw, ws, grad);
+  return ImageLoss(AsFloat(prob, classes_ * hw, &ws->prob), hw, ws);
 }
 
 template <typename Dtype>
@@ -270,21 +280,15 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     prob = small;
   }
   const Dtype* image = bottom[0]->cpu_data();
-  const Dtype* roi = roi_.cpu_data();
-  Dtype* grad = grad_.mutable_cpu_data();
-  const int threads = MaxThreads();
-  if (static_cast<int>(workspaces_.size()) < threads) {
-    workspaces_.resize(threads);
-  }
   // Whole images per thread when there are enough of them; otherwise one
   // image at a time with the lattice's own loops in parallel. Each image's
   // arithmetic is the same either way, so results do not depend on threads.
+  const int threads = MaxThreads();
   const bool across_images = num_ >= threads && threads > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (across_images)
   for (int n = 0; n < num_; ++n) {
     image_loss_[n] = FilterImage(image + n * channels_ * plane,
-        prob + n * classes_ * hw, roi + n * hw,
-        grad + n * classes_ * hw, &workspaces_[ThreadId()]);
+        prob + n * classes_ * hw, &workspaces_[n]);
   }
   double loss = 0;
   for (int n = 0; n < num_; ++n) loss += image_loss_[n];
@@ -310,21 +314,27 @@ void BilateralLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
         << " propagate_down: true" << (i == 2 ? " propagate_down: false" : "");
   }
   if (!propagate_down[1]) return;
-  const Dtype scale = top[0]->cpu_diff()[0] / num_;
-  Dtype* diff = bottom[1]->mutable_cpu_diff();
-  if (scale_ == 1) {
-    caffe_cpu_scale(grad_.count(), scale, grad_.cpu_data(), diff);
-    return;
+  const float scale = top[0]->cpu_diff()[0] / num_;
+  const int hw = small_height_ * small_width_, count = classes_ * hw;
+  Dtype* diff = scale_ == 1 ? bottom[1]->mutable_cpu_diff()
+                            : small_prob_.mutable_cpu_diff();
+  const int threads = MaxThreads();
+  const bool across_images = num_ >= threads && threads > 1;
+#pragma omp parallel for schedule(dynamic, 1) if (across_images)
+  for (int n = 0; n < num_; ++n) {
+    Workspace* ws = &workspaces_[n];
+    Dtype* out = diff + n * count;
+    ImageGradient(hw, scale, ws, FloatOut(out, count, &ws->diff));
+    FinishOut(out, ws->diff);
   }
-  Dtype* small_diff = small_prob_.mutable_cpu_diff();
-  caffe_cpu_scale(grad_.count(), scale, grad_.cpu_data(), small_diff);
+  if (scale_ == 1) return;
   Dtype* tmp = resize_tmp_.mutable_cpu_diff();
-  const int hw = small_height_ * small_width_;
+  Dtype* full = bottom[1]->mutable_cpu_diff();
   const int planes = num_ * classes_;
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < planes; ++p) {
-    DownsampleAdjoint(small_diff + p * hw, tmp + p * small_height_ * width_,
-                      diff + p * height_ * width_);
+    DownsampleAdjoint(diff + p * hw, tmp + p * small_height_ * width_,
+                      full + p * height_ * width_);
   }
 }
 

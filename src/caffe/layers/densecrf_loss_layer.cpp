@@ -13,25 +13,21 @@ void DenseCRFLossLayer<Dtype>::ReadParam(float* sigma_xy, float* sigma_rgb,
   *scale_factor = p.scale_factor();
 }
 
-// -sum_k x_k' W x_k for x = S (.) R; gradient -2 R (.) W x (the published one).
+// -sum_k x_k' W x_k for x = S (.) R, computed on the lattice: splat and blur
+// only; the slice waits for Backward.
 template <typename Dtype>
-double DenseCRFLossLayer<Dtype>::ImageLoss(const Dtype* roi, int hw,
-    Workspace* ws, Dtype* grad) {
-  const int K = this->classes_;
-  ws->filtered.resize(hw * K);
-  const float* values = &ws->values[0];
-  ws->lattice.Filter(values, K, &ws->filtered[0]);
-  double energy = 0;
-  const float* filtered = &ws->filtered[0];
-  for (int k = 0; k < K; ++k) {
-    Dtype* out = grad + k * hw;
-    for (int i = 0; i < hw; ++i) {
-      const float v = filtered[i * K + k];
-      out[i] = -2 * v * roi[i];
-      energy += static_cast<double>(values[i * K + k]) * v;
-    }
-  }
-  return -energy;
+double DenseCRFLossLayer<Dtype>::ImageLoss(const float* prob, int hw,
+    Workspace* ws) {
+  ws->lattice.Splat(prob, this->classes_, &ws->roi[0]);
+  ws->lattice.Blur();
+  return -ws->lattice.SplatDotBlurred();
+}
+
+// The published gradient -2 R (.) W x, scaled.
+template <typename Dtype>
+void DenseCRFLossLayer<Dtype>::ImageGradient(int hw, float scale,
+    Workspace* ws, float* diff) {
+  ws->lattice.Slice(diff, -2 * scale, &ws->roi[0]);
 }
 
 INSTANTIATE_CLASS(DenseCRFLossLayer);

@@ -1,6 +1,10 @@
 #include <cmath>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "gtest/gtest.h"
 
 #include "caffe/util/permutohedral.hpp"
@@ -127,19 +131,16 @@ TEST(PermutohedralTest, TestLinearAndChannelsIndependent) {
   PermutohedralLattice lattice;
   InitBilateral(MakeImage(channels, height, width, false), channels, height,
                 width, 3, 20, &lattice);
-  // Two channels at once equal each channel alone, bit for bit.
+  // Two channels at once (planar) equal each channel alone, bit for bit.
   const std::vector<float> u = MakeValues(n, 1), v = MakeValues(n, 2);
-  std::vector<float> both(2 * n), both_out(2 * n), u_out(n), v_out(n);
-  for (int i = 0; i < n; ++i) {
-    both[2 * i] = u[i];
-    both[2 * i + 1] = v[i];
-  }
+  std::vector<float> both(u), both_out(2 * n), u_out(n), v_out(n);
+  both.insert(both.end(), v.begin(), v.end());
   lattice.Filter(both.data(), 2, both_out.data());
   lattice.Filter(u.data(), 1, u_out.data());
   lattice.Filter(v.data(), 1, v_out.data());
   for (int i = 0; i < n; ++i) {
-    EXPECT_EQ(both_out[2 * i], u_out[i]);
-    EXPECT_EQ(both_out[2 * i + 1], v_out[i]);
+    EXPECT_EQ(both_out[i], u_out[i]);
+    EXPECT_EQ(both_out[n + i], v_out[i]);
   }
   // Linear: W (2u - 3v) = 2 W u - 3 W v.
   std::vector<float> mix(n), mix_out(n);
@@ -208,6 +209,63 @@ TEST(PermutohedralTest, TestFilterrgbxyIsPlanar) {
                 one_out.data());
     for (int i = 0; i < n; ++i) EXPECT_EQ(out[c * n + i], one_out[i]);
   }
+}
+
+// The pieces of Filter: point weights scale the input (splat) or the output
+// (slice), the slice's scale multiplies, and SplatDotBlurred is <in, W in>
+// without a slice. Tiles of 64 points and 8 channels are exercised with
+// ragged ends (n = 30 x 23, 11 channels).
+TEST(PermutohedralTest, TestSplatBlurSlicePieces) {
+  const int height = 30, width = 23, channels = 3, vs = 11;
+  const int n = height * width;
+  PermutohedralLattice lattice;
+  InitBilateral(MakeImage(channels, height, width, false), channels, height,
+                width, 6, 25, &lattice);
+  const std::vector<float> in = MakeValues(vs * n, 8);
+  std::vector<float> weight = MakeValues(n, 9);
+  for (int i = 0; i < n; i += 7) weight[i] = 0;
+  std::vector<float> weighted(in), w_in(vs * n);
+  for (int k = 0; k < vs; ++k) {
+    for (int i = 0; i < n; ++i) weighted[k * n + i] *= weight[i];
+  }
+  lattice.Filter(weighted.data(), vs, w_in.data());
+  double dot = 0;
+  for (int i = 0; i < vs * n; ++i) dot += weighted[i] * w_in[i];
+
+  std::vector<float> out(vs * n);
+  lattice.Splat(in.data(), vs, weight.data());
+  lattice.Blur();
+  EXPECT_NEAR(lattice.SplatDotBlurred(), dot, 1e-5 * dot);
+  lattice.Slice(out.data(), -3, weight.data());
+  for (int k = 0; k < vs; ++k) {
+    for (int i = 0; i < n; ++i) {
+      EXPECT_NEAR(out[k * n + i], -3 * weight[i] * w_in[k * n + i],
+                  1e-5 * std::abs(w_in[k * n + i]) + 1e-6);
+    }
+  }
+}
+
+// Splat sums fixed chunks in a fixed order and every other loop writes
+// disjoint outputs, so the thread count does not change a bit.
+TEST(PermutohedralTest, TestThreadsGiveSameBits) {
+#ifdef _OPENMP
+  const int height = 200, width = 180, channels = 3, vs = 5;
+  const int n = height * width;
+  const std::vector<float> image = MakeImage(channels, height, width, true);
+  const std::vector<float> in = MakeValues(vs * n, 4);
+  std::vector<float> out1(vs * n), out2(vs * n);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  PermutohedralLattice one;
+  InitBilateral(image, channels, height, width, 30, 20, &one);
+  one.Filter(in.data(), vs, out1.data());
+  omp_set_num_threads(3);
+  PermutohedralLattice three;
+  InitBilateral(image, channels, height, width, 30, 20, &three);
+  three.Filter(in.data(), vs, out2.data());
+  omp_set_num_threads(threads);
+  EXPECT_TRUE(out1 == out2);
+#endif
 }
 
 TEST(PermutohedralTest, TestNoPoints) {

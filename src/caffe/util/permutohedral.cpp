@@ -3,11 +3,56 @@
 #include <cstring>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "caffe/util/permutohedral.hpp"
+
+// The hot loops are compiled twice, for AVX2/FMA and for the baseline ISA;
+// the loader picks one for the CPU it runs on.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define RLOSS_VECTOR_CLONES \
+  __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define RLOSS_VECTOR_CLONES
+#endif
 
 namespace caffe {
 
 namespace {
+
+const int kBlock = 16;       // points per structure-of-arrays build block
+const int kTile = 64;        // points per transpose tile in splat and slice
+const int kLanes = 8;        // vertex rows are padded to whole AVX vectors
+const int kChunkPoints = 16384;  // points per splat chunk (at most kChunks)
+const int kChunks = 4;
+const int kSimplexCache = 4096;  // entries, a power of 2
+
+inline bool Nested() {
+#ifdef _OPENMP
+  return omp_in_parallel();
+#else
+  return true;
+#endif
+}
+
+inline int Threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline int ThreadId() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? omp_get_thread_num() : 0;
+#else
+  return 0;
+#endif
+}
 
 inline unsigned int HashKey(const int* key, int dim) {
   unsigned int h = 0;
@@ -17,15 +62,248 @@ inline unsigned int HashKey(const int* key, int dim) {
   return h ^ (h >> 15);
 }
 
+// Elevates a block of n <= kBlock points onto the hyperplane sum(x) = 0 of
+// R^{d+1} and finds each one's enclosing simplex: its remainder-0 vertex,
+// the rank of each coordinate and the barycentric weights. Arrays are
+// coordinate-major ([i * kBlock + b]) and all float (ranks are small whole
+// numbers) so that the loops over b vectorise; lanes b >= n are padding.
+RLOSS_VECTOR_CLONES
+void SimplexBlock(const float* features, int dim, int n, const float* scale,
+    float* elevated, float* rem0, float* rank, float* bary) {
+  const int d1 = dim + 1;
+  const float down = 1.0f / d1;
+  // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
+  float sum_scaled[kBlock] = {0};
+  for (int j = dim; j > 0; --j) {
+    float cf[kBlock];
+    for (int b = 0; b < kBlock; ++b) {
+      cf[b] = b < n ? features[b * dim + j - 1] * scale[j - 1] : 0.0f;
+    }
+    float* e = elevated + j * kBlock;
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) {
+      e[b] = sum_scaled[b] - j * cf[b];
+      sum_scaled[b] += cf[b];
+    }
+  }
+  float coord_sum[kBlock] = {0};
+#pragma omp simd
+  for (int b = 0; b < kBlock; ++b) elevated[b] = sum_scaled[b];
+  // Nearest remainder-0 point (coordinates multiples of d+1; ties go down).
+  for (int i = 0; i < d1; ++i) {
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) {
+      const float r = std::ceil(elevated[i * kBlock + b] * down - 0.5f);
+      rem0[i * kBlock + b] = r * d1;
+      coord_sum[b] += r;
+      rank[i * kBlock + b] = 0;
+    }
+  }
+  // Rank the residuals to find the enclosing simplex.
+  for (int i = 0; i < dim; ++i) {
+    for (int j = i + 1; j < d1; ++j) {
+#pragma omp simd
+      for (int b = 0; b < kBlock; ++b) {
+        const float less = (elevated[i * kBlock + b] - rem0[i * kBlock + b]) <
+            (elevated[j * kBlock + b] - rem0[j * kBlock + b]) ? 1.0f : 0.0f;
+        rank[i * kBlock + b] += less;
+        rank[j * kBlock + b] += 1.0f - less;
+      }
+    }
+  }
+  // Bring the rounded point back onto the hyperplane.
+  for (int i = 0; i < d1; ++i) {
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) {
+      const float r = rank[i * kBlock + b] + coord_sum[b];
+      const float shift = (r < 0 ? 1.0f : 0.0f) - (r > dim ? 1.0f : 0.0f);
+      rank[i * kBlock + b] = r + shift * d1;
+      rem0[i * kBlock + b] += shift * d1;
+    }
+  }
+  // Barycentric weights: bary[dim - rank_i] += v_i, bary[dim - rank_i + 1]
+  // -= v_i, written as selects.
+  for (int j = 0; j <= d1; ++j) {
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) bary[j * kBlock + b] = 0;
+  }
+  for (int i = 0; i < d1; ++i) {
+    const float* e = elevated + i * kBlock;
+    const float* o = rem0 + i * kBlock;
+    const float* r = rank + i * kBlock;
+    for (int j = 0; j <= d1; ++j) {
+      float* y = bary + j * kBlock;
+      const int at = dim - j;  // v_i adds where rank_i == dim - j
+#pragma omp simd
+      for (int b = 0; b < kBlock; ++b) {
+        // Integer compares: float ones would not be if-converted.
+        const int ri = static_cast<int>(r[b]);
+        const float v = (e[b] - o[b]) * down;
+        y[b] += v * static_cast<float>((ri == at) - (ri == at + 1));
+      }
+    }
+  }
+#pragma omp simd
+  for (int b = 0; b < kBlock; ++b) bary[b] += 1.0f + bary[d1 * kBlock + b];
+}
+
+typedef float Float8 __attribute__((vector_size(32)));
+
+inline Float8 Load8(const float* p) {
+  Float8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Transposes an 8 x 8 block in registers (unpack, shuffle, swap halves).
+inline void Transpose8(Float8 r[8]) {
+  typedef int Int8 __attribute__((vector_size(32)));
+  const Int8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+  const Int8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13};
+  const Int8 hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+  const Int8 first = {0, 1, 2, 3, 8, 9, 10, 11};
+  const Int8 second = {4, 5, 6, 7, 12, 13, 14, 15};
+  Float8 a[8], b[8];
+  for (int i = 0; i < 8; i += 2) {
+    a[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+    a[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    b[i] = __builtin_shuffle(a[i], a[i + 2], lo2);
+    b[i + 1] = __builtin_shuffle(a[i], a[i + 2], hi2);
+    b[i + 2] = __builtin_shuffle(a[i + 1], a[i + 3], lo2);
+    b[i + 3] = __builtin_shuffle(a[i + 1], a[i + 3], hi2);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = __builtin_shuffle(b[i], b[i + 4], first);
+    r[i + 4] = __builtin_shuffle(b[i], b[i + 4], second);
+  }
+}
+
+// tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
+// zero for k in [vs, stride): planar values to interleaved rows.
+RLOSS_VECTOR_CLONES
+void GatherTile(const float* in, size_t plane, int vs, int nt,
+    const float* point_weight, int stride, float* tile) {
+  int t0 = 0;
+  for (; t0 + 8 <= nt; t0 += 8) {
+    Float8 w = {1, 1, 1, 1, 1, 1, 1, 1};
+    if (point_weight) w = Load8(point_weight + t0);
+    for (int k0 = 0; k0 < stride; k0 += 8) {
+      Float8 r[8];
+      for (int i = 0; i < 8; ++i) {
+        const Float8 zero = {0};
+        r[i] = k0 + i < vs ? Load8(in + (k0 + i) * plane + t0) * w : zero;
+      }
+      Transpose8(r);
+      for (int i = 0; i < 8; ++i) Store8(tile + (t0 + i) * stride + k0, r[i]);
+    }
+  }
+  for (int t = t0; t < nt; ++t) {
+    const float w = point_weight ? point_weight[t] : 1.0f;
+    for (int k = 0; k < stride; ++k) {
+      tile[t * stride + k] = k < vs ? in[k * plane + t] * w : 0.0f;
+    }
+  }
+}
+
+// out[k * plane + t] = scale * point_weight[t] * tile[t * stride + k]:
+// interleaved rows back to planar values.
+RLOSS_VECTOR_CLONES
+void ScatterTile(const float* tile, int nt, int vs, int stride, float scale,
+    const float* point_weight, size_t plane, float* out) {
+  int t0 = 0;
+  for (; t0 + 8 <= nt; t0 += 8) {
+    Float8 w = {scale, scale, scale, scale, scale, scale, scale, scale};
+    if (point_weight) w *= Load8(point_weight + t0);
+    for (int k0 = 0; k0 < vs; k0 += 8) {
+      Float8 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = Load8(tile + (t0 + i) * stride + k0);
+      Transpose8(r);
+      for (int i = 0; i < 8 && k0 + i < vs; ++i) {
+        Store8(out + (k0 + i) * plane + t0, r[i] * w);
+      }
+    }
+  }
+  for (int t = t0; t < nt; ++t) {
+    const float w = point_weight ? scale * point_weight[t] : scale;
+    for (int k = 0; k < vs; ++k) out[k * plane + t] = w * tile[t * stride + k];
+  }
+}
+
+// acc[vertex rows] += weight * tile[t] for n points of one tile.
+RLOSS_VECTOR_CLONES
+void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
+    const float* weight, float* acc) {
+  for (int t = 0; t < n; ++t) {
+    const float* x = tile + t * stride;
+    for (int r = 0; r < d1; ++r) {
+      float* row = acc + static_cast<size_t>(vertex[t * d1 + r]) * stride;
+      const float w = weight[t * d1 + r];
+      for (int k = 0; k < stride; k += kLanes) {
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) row[k + j] += w * x[k + j];
+      }
+    }
+  }
+}
+
+// tile[t] = sum_r weight * values[vertex rows] for n points of one tile.
+RLOSS_VECTOR_CLONES
+void SliceTile(const float* values, int n, int d1, int stride,
+    const int* vertex, const float* weight, float* tile) {
+  for (int t = 0; t < n; ++t) {
+    float* y = tile + t * stride;
+    for (int k = 0; k < stride; ++k) y[k] = 0;
+    for (int r = 0; r < d1; ++r) {
+      const float* row =
+          values + static_cast<size_t>(vertex[t * d1 + r]) * stride;
+      const float w = weight[t * d1 + r];
+      for (int k = 0; k < stride; k += kLanes) {
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) y[k + j] += w * row[k + j];
+      }
+    }
+  }
+}
+
+// dst[v + 1] = src[v + 1] + (src[lo] + src[hi]) / 2 for vertices [begin, end).
+RLOSS_VECTOR_CLONES
+void BlurRows(const float* src, const int* neighbour, int begin, int end,
+    int stride, float* dst) {
+  for (int v = begin; v < end; ++v) {
+    const float* self = src + static_cast<size_t>(v + 1) * stride;
+    const float* a = src + static_cast<size_t>(neighbour[2 * v]) * stride;
+    const float* b = src + static_cast<size_t>(neighbour[2 * v + 1]) * stride;
+    float* out = dst + static_cast<size_t>(v + 1) * stride;
+    for (int k = 0; k < stride; k += kLanes) {
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) {
+        out[k + j] = self[k + j] + 0.5f * (a[k + j] + b[k + j]);
+      }
+    }
+  }
+}
+
 }  // namespace
 
-int PermutohedralLattice::Probe(const int* key, unsigned int* slot) const {
-  *slot = HashKey(key, dim_) & table_mask_;
+PermutohedralLattice::PermutohedralLattice()
+    : dim_(0), num_points_(0), num_vertices_(0), table_mask_(0),
+      value_size_(0), stride_(0) {}
+
+int PermutohedralLattice::Probe(const int* key, unsigned int hash,
+    unsigned int* slot) const {
+  *slot = hash & table_mask_;
   while (true) {
     const int v = table_[*slot];
     if (v < 0) return -1;
-    if (std::equal(key, key + dim_, &keys_[static_cast<size_t>(v) * dim_])) {
-      return v;
+    if (table_hash_[*slot] == hash) {
+      const int* k = &keys_[static_cast<size_t>(v) * dim_];
+      int i = 0;
+      while (i < dim_ && k[i] == key[i]) ++i;
+      if (i == dim_) return v;
     }
     *slot = (*slot + 1) & table_mask_;
   }
@@ -33,25 +311,34 @@ int PermutohedralLattice::Probe(const int* key, unsigned int* slot) const {
 
 int PermutohedralLattice::Find(const int* key) const {
   unsigned int slot;
-  return Probe(key, &slot);
+  return Probe(key, HashKey(key, dim_), &slot);
+}
+
+void PermutohedralLattice::Rehash(size_t size) {
+  table_.assign(size, -1);
+  table_hash_.resize(size);
+  table_mask_ = size - 1;
+  for (int v = 0; v < num_vertices_; ++v) {
+    const unsigned int hash =
+        HashKey(&keys_[static_cast<size_t>(v) * dim_], dim_);
+    unsigned int slot = hash & table_mask_;
+    while (table_[slot] >= 0) slot = (slot + 1) & table_mask_;
+    table_[slot] = v;
+    table_hash_[slot] = hash;
+  }
 }
 
 int PermutohedralLattice::FindOrInsert(const int* key) {
+  // Keep the load factor under 1/2.
   if (2 * (num_vertices_ + 1) > static_cast<int>(table_.size())) {
-    // Keep the load factor under 1/2: double and rehash.
-    table_.assign(2 * table_.size(), -1);
-    table_mask_ = table_.size() - 1;
-    for (int v = 0; v < num_vertices_; ++v) {
-      unsigned int slot = HashKey(&keys_[static_cast<size_t>(v) * dim_], dim_)
-          & table_mask_;
-      while (table_[slot] >= 0) slot = (slot + 1) & table_mask_;
-      table_[slot] = v;
-    }
+    Rehash(2 * table_.size());
   }
+  const unsigned int hash = HashKey(key, dim_);
   unsigned int slot;
-  const int found = Probe(key, &slot);
+  const int found = Probe(key, hash, &slot);
   if (found >= 0) return found;
   table_[slot] = num_vertices_;
+  table_hash_[slot] = hash;
   keys_.insert(keys_.end(), key, key + dim_);
   return num_vertices_++;
 }
@@ -65,22 +352,25 @@ void PermutohedralLattice::Init(const float* features, int dim,
   vertex_.resize(static_cast<size_t>(num_points) * d1);
   weight_.resize(static_cast<size_t>(num_points) * d1);
   keys_.clear();
-  size_t table_size = 64;
-  while (table_size < static_cast<size_t>(num_points)) table_size *= 2;
-  table_size = std::max(table_size, table_.size());  // reuse a grown table
-  table_.assign(table_size, -1);
-  table_mask_ = table_size - 1;
+  // A grown table is kept: images of one size touch similar vertex counts.
+  Rehash(std::max<size_t>(table_.size(), 1024));
 
-  // Per-point work arrays, kept in members so that Init does not allocate.
-  work_.resize(4 * (d1 + 1));
-  iwork_.resize(4 * d1);
-  float* elevated = &work_[0];
-  float* remainder0 = elevated + d1 + 1;
-  float* bary = remainder0 + d1 + 1;
-  float* scale = bary + d1 + 1;
-  int* rank = &iwork_[0];
-  int* key = rank + d1;
-  int* lo = key + d1;
+  block_.resize((4 * d1 + 1) * kBlock + dim);
+  float* elevated = &block_[0];
+  float* rem0 = elevated + d1 * kBlock;
+  float* rank = rem0 + d1 * kBlock;
+  float* bary = rank + d1 * kBlock;
+  float* scale = bary + (d1 + 1) * kBlock;
+  // A direct-mapped cache of simplices, (remainder-0 point, ranks) -> the
+  // d+1 vertices: neighbouring pixels mostly fall in a few simplices, and
+  // asking it is cheaper than hashing d+1 vertex keys.
+  const int entry = 3 * d1;  // rem0 and rank, then the vertices
+  simplex_cache_.assign(static_cast<size_t>(kSimplexCache) * entry, 0);
+  simplex_valid_.assign(kSimplexCache, 0);
+  iblock_.resize(5 * d1);
+  int* key = &iblock_[0];  // a simplex: rem0 and rank
+  int* vkey = key + 2 * d1;
+  int* lo = vkey + d1;
   int* hi = lo + d1;
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
@@ -88,71 +378,42 @@ void PermutohedralLattice::Init(const float* features, int dim,
   for (int i = 0; i < dim; ++i) {
     scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
   }
-  const float down = 1.0f / d1;
-  for (int p = 0; p < num_points; ++p) {
-    const float* f = features + static_cast<size_t>(p) * dim;
-    // Project onto the hyperplane sum(x) = 0 of R^{d+1}.
-    float sum_scaled = 0;
-    for (int j = dim; j > 0; --j) {
-      const float cf = f[j - 1] * scale[j - 1];
-      elevated[j] = sum_scaled - j * cf;
-      sum_scaled += cf;
-    }
-    elevated[0] = sum_scaled;
-    // Nearest lattice point of remainder 0 (coordinates multiples of d+1).
-    int coord_sum = 0;
-    for (int i = 0; i < d1; ++i) {
-      const int r = static_cast<int>(std::round(down * elevated[i]));
-      remainder0[i] = r * d1;
-      coord_sum += r;
-    }
-    // Sort the residuals (as ranks) to find the enclosing simplex.
-    std::fill(rank, rank + d1, 0);
-    for (int i = 0; i < dim; ++i) {
-      const float ri = elevated[i] - remainder0[i];
-      for (int j = i + 1; j < d1; ++j) {
-        if (ri < elevated[j] - remainder0[j]) {
-          ++rank[i];
-        } else {
-          ++rank[j];
+  for (int begin = 0; begin < num_points; begin += kBlock) {
+    const int n = std::min(kBlock, num_points - begin);
+    SimplexBlock(features + static_cast<size_t>(begin) * dim, dim, n, scale,
+                 elevated, rem0, rank, bary);
+    for (int b = 0; b < n; ++b) {
+      const size_t at = static_cast<size_t>(begin + b) * d1;
+      for (int r = 0; r < d1; ++r) weight_[at + r] = bary[r * kBlock + b];
+      unsigned int h = 0;
+      for (int i = 0; i < d1; ++i) {
+        key[i] = static_cast<int>(rem0[i * kBlock + b]);
+        key[d1 + i] = static_cast<int>(rank[i * kBlock + b]);
+        h = (h + static_cast<unsigned int>(key[i] * 8 + key[d1 + i])) *
+            2654435761u;
+      }
+      h = (h ^ (h >> 16)) & (kSimplexCache - 1);
+      int* cached = &simplex_cache_[static_cast<size_t>(h) * entry];
+      bool hit = simplex_valid_[h] != 0;
+      for (int i = 0; i < 2 * d1 && hit; ++i) hit = cached[i] == key[i];
+      if (!hit) {
+        std::copy(key, key + 2 * d1, cached);
+        simplex_valid_[h] = 1;
+        // Vertex r: remainder-0 point plus the canonical simplex's offsets.
+        for (int r = 0; r < d1; ++r) {
+          for (int i = 0; i < dim; ++i) {
+            vkey[i] = key[i] + (key[d1 + i] <= dim - r ? r : r - d1);
+          }
+          cached[2 * d1 + r] = FindOrInsert(vkey) + 1;  // +1: row 0 is absent
         }
       }
-    }
-    // Bring the rounded point back onto the hyperplane.
-    for (int i = 0; i < d1; ++i) {
-      rank[i] += coord_sum;
-      if (rank[i] < 0) {
-        rank[i] += d1;
-        remainder0[i] += d1;
-      } else if (rank[i] > dim) {
-        rank[i] -= d1;
-        remainder0[i] -= d1;
-      }
-    }
-    // Barycentric coordinates of the point in its simplex.
-    std::fill(bary, bary + d1 + 1, 0.0f);
-    for (int i = 0; i < d1; ++i) {
-      const float v = (elevated[i] - remainder0[i]) * down;
-      bary[dim - rank[i]] += v;
-      bary[dim - rank[i] + 1] -= v;
-    }
-    bary[0] += 1.0f + bary[d1];
-    // The simplex's d+1 vertices: remainder0 plus the canonical offsets.
-    for (int r = 0; r < d1; ++r) {
-      for (int i = 0; i < dim; ++i) {
-        key[i] = static_cast<int>(remainder0[i]) +
-            (rank[i] <= dim - r ? r : r - d1);
-      }
-      const size_t at = static_cast<size_t>(p) * d1 + r;
-      vertex_[at] = FindOrInsert(key) + 1;  // +1: row 0 is "absent"
-      weight_[at] = bary[r];
+      std::copy(cached + 2 * d1, cached + 3 * d1, &vertex_[at]);
     }
   }
 
   // Neighbours of every vertex along each of the d+1 lattice axes.
   const size_t m = num_vertices_;
-  neighbour_lo_.resize(d1 * m);
-  neighbour_hi_.resize(d1 * m);
+  neighbour_.resize(2 * d1 * m);
   for (int axis = 0; axis < d1; ++axis) {
     for (size_t v = 0; v < m; ++v) {
       const int* k = &keys_[v * dim];
@@ -164,70 +425,124 @@ void PermutohedralLattice::Init(const float* features, int dim,
         lo[axis] = k[axis] + dim;
         hi[axis] = k[axis] - dim;
       }
-      neighbour_lo_[axis * m + v] = Find(lo) + 1;
-      neighbour_hi_[axis * m + v] = Find(hi) + 1;
+      neighbour_[2 * (axis * m + v)] = Find(lo) + 1;
+      neighbour_[2 * (axis * m + v) + 1] = Find(hi) + 1;
     }
   }
+}
+
+void PermutohedralLattice::Splat(const float* in, int value_size,
+    const float* point_weight) {
+  value_size_ = value_size;
+  stride_ = (value_size + kLanes - 1) / kLanes * kLanes;
+  const int d1 = dim_ + 1, n = num_points_, vs = value_size;
+  const size_t rows = static_cast<size_t>(num_vertices_) + 1;
+  const size_t size = rows * stride_;
+  // Fixed chunks, summed in a fixed order: the same bits on any thread count.
+  const int chunks = std::max(1, std::min(kChunks, n / kChunkPoints));
+  splat_.assign(size, 0.0f);
+  partial_.assign((chunks - 1) * size, 0.0f);
+  transposed_.resize(static_cast<size_t>(Threads()) * kTile * stride_);
+  const int stride = stride_;
+#pragma omp parallel for schedule(static) if (!Nested() && chunks > 1)
+  for (int c = 0; c < chunks; ++c) {
+    float* acc = c == 0 ? &splat_[0] : &partial_[(c - 1) * size];
+    float* tile = &transposed_[static_cast<size_t>(ThreadId()) * kTile *
+                               stride];
+    const int end = static_cast<int>(static_cast<long long>(n) * (c + 1) /
+                                     chunks);
+    for (int p0 = static_cast<int>(static_cast<long long>(n) * c / chunks);
+         p0 < end; p0 += kTile) {
+      const int nt = std::min(kTile, end - p0);
+      GatherTile(in + p0, n, vs, nt, point_weight ? point_weight + p0 : NULL,
+                 stride, tile);
+      SplatTile(tile, nt, d1, stride, &vertex_[static_cast<size_t>(p0) * d1],
+                &weight_[static_cast<size_t>(p0) * d1], acc);
+    }
+  }
+  for (int c = 1; c < chunks; ++c) {
+    const float* part = &partial_[(c - 1) * size];
+    float* acc = &splat_[0];
+#pragma omp parallel for schedule(static) if (!Nested())
+    for (long long i = 0; i < static_cast<long long>(size); ++i) {
+      acc[i] += part[i];
+    }
+  }
+}
+
+void PermutohedralLattice::Blur(bool transpose) {
+  const int d1 = dim_ + 1, m = num_vertices_;
+  const size_t size = (static_cast<size_t>(m) + 1) * stride_;
+  blurred_.resize(size);
+  scratch_.resize(size);
+  // Row 0 stands for absent neighbours: it must read as 0.
+  std::fill(blurred_.begin(), blurred_.begin() + stride_, 0.0f);
+  std::fill(scratch_.begin(), scratch_.begin() + stride_, 0.0f);
+  // [1/2 1 1/2] along each axis in turn, ending in blurred_. Each axis'
+  // blur is symmetric and the slice is the splat's transpose, so reversing
+  // the axis order applies W's transpose.
+  const float* src = &splat_[0];
+  for (int step = 0; step < d1; ++step) {
+    const int axis = transpose ? d1 - 1 - step : step;
+    float* dst = (d1 - 1 - step) % 2 == 0 ? &blurred_[0] : &scratch_[0];
+    const int* neighbour = &neighbour_[2 * static_cast<size_t>(axis) * m];
+    const int threads = Threads();
+#pragma omp parallel for schedule(static) if (threads > 1 && m > 1024)
+    for (int t = 0; t < threads; ++t) {
+      BlurRows(src, neighbour, static_cast<long long>(m) * t / threads,
+               static_cast<long long>(m) * (t + 1) / threads, stride_, dst);
+    }
+    src = dst;
+  }
+}
+
+void PermutohedralLattice::Slice(float* out, float scale,
+    const float* point_weight) const {
+  const int d1 = dim_ + 1, n = num_points_, vs = value_size_;
+  const int stride = stride_;
+  const float alpha = scale / (1.0f + std::pow(2.0f, -dim_));
+  const int tiles = (n + kTile - 1) / kTile;
+  std::vector<float>& tiles_buffer =
+      const_cast<std::vector<float>&>(transposed_);
+  tiles_buffer.resize(static_cast<size_t>(Threads()) * kTile * stride);
+#pragma omp parallel for schedule(static) if (!Nested())
+  for (int i = 0; i < tiles; ++i) {
+    const int p0 = i * kTile, nt = std::min(kTile, n - p0);
+    float* tile = &tiles_buffer[static_cast<size_t>(ThreadId()) * kTile *
+                                stride];
+    SliceTile(&blurred_[0], nt, d1, stride,
+              &vertex_[static_cast<size_t>(p0) * d1],
+              &weight_[static_cast<size_t>(p0) * d1], tile);
+    ScatterTile(tile, nt, vs, stride, alpha,
+                point_weight ? point_weight + p0 : NULL, n, out + p0);
+  }
+}
+
+double PermutohedralLattice::SplatDotBlurred() const {
+  const size_t size = (static_cast<size_t>(num_vertices_) + 1) * stride_;
+  double dot = 0;
+  for (size_t i = stride_; i < size; ++i) {
+    dot += static_cast<double>(splat_[i]) * blurred_[i];
+  }
+  return dot / (1.0 + std::pow(2.0, -dim_));
 }
 
 void PermutohedralLattice::Filter(const float* in, int value_size, float* out,
                                   bool transpose) {
   if (num_points_ == 0 || value_size <= 0) return;
-  const int d1 = dim_ + 1;
-  const int vs = value_size;
-  const size_t rows = static_cast<size_t>(num_vertices_) + 1;
-  values_.assign(rows * vs, 0.0f);
-  // The blur writes every row of scratch_ but row 0, which must read as 0.
-  scratch_.resize(rows * vs);
-  std::fill(scratch_.begin(), scratch_.begin() + vs, 0.0f);
+  Splat(in, value_size);
+  Blur(transpose);
+  Slice(out);
+}
 
-  // Splat: scatter each point's values onto its simplex's vertices.
-  for (int p = 0; p < num_points_; ++p) {
-    const float* src = in + static_cast<size_t>(p) * vs;
-    for (int r = 0; r < d1; ++r) {
-      const size_t at = static_cast<size_t>(p) * d1 + r;
-      float* dst = &values_[static_cast<size_t>(vertex_[at]) * vs];
-      const float w = weight_[at];
-      for (int c = 0; c < vs; ++c) dst[c] += w * src[c];
-    }
-  }
-
-  // Blur: [1/2 1 1/2] along each lattice axis in turn. Each axis' blur is
-  // symmetric and the slice is the splat's transpose, so reversing the axis
-  // order applies W's transpose.
-  const int m = num_vertices_;
-  for (int step = 0; step < d1; ++step) {
-    const int axis = transpose ? d1 - 1 - step : step;
-    const int* nlo = &neighbour_lo_[static_cast<size_t>(axis) * m];
-    const int* nhi = &neighbour_hi_[static_cast<size_t>(axis) * m];
-    const float* old_values = &values_[0];
-    float* new_values = &scratch_[0];
-#pragma omp parallel for schedule(static)
-    for (int v = 0; v < m; ++v) {
-      const float* self = old_values + static_cast<size_t>(v + 1) * vs;
-      const float* a = old_values + static_cast<size_t>(nlo[v]) * vs;
-      const float* b = old_values + static_cast<size_t>(nhi[v]) * vs;
-      float* dst = new_values + static_cast<size_t>(v + 1) * vs;
-      for (int c = 0; c < vs; ++c) dst[c] = self[c] + 0.5f * (a[c] + b[c]);
-    }
-    values_.swap(scratch_);
-  }
-
-  // Slice: interpolate back at the points. alpha corrects the blur's gain.
-  const float alpha = 1.0f / (1.0f + std::pow(2.0f, -dim_));
-  const float* blurred = &values_[0];
-#pragma omp parallel for schedule(static)
-  for (int p = 0; p < num_points_; ++p) {
-    float* dst = out + static_cast<size_t>(p) * vs;
-    std::fill(dst, dst + vs, 0.0f);
-    for (int r = 0; r < d1; ++r) {
-      const size_t at = static_cast<size_t>(p) * d1 + r;
-      const float* src = blurred + static_cast<size_t>(vertex_[at]) * vs;
-      const float w = weight_[at];
-      for (int c = 0; c < vs; ++c) dst[c] += w * src[c];
-    }
-    for (int c = 0; c < vs; ++c) dst[c] *= alpha;
-  }
+size_t PermutohedralLattice::memory_bytes() const {
+  return sizeof(int) * (vertex_.capacity() + neighbour_.capacity() +
+                        keys_.capacity() + table_.capacity() +
+                        table_hash_.capacity() + iblock_.capacity()) +
+         sizeof(float) * (weight_.capacity() + block_.capacity() +
+                          splat_.capacity() + partial_.capacity() +
+                          blurred_.capacity() + scratch_.capacity() +
+                          transposed_.capacity());
 }
 
 void ComputeBilateralFeatures(const float* image, int channels, int height,
@@ -256,16 +571,7 @@ void filterrgbxy(const float* image, int channels, int height, int width,
                            &features[0]);
   PermutohedralLattice lattice;
   lattice.Init(&features[0], 2 + channels, n);
-  std::vector<float> in(n * value_size), filtered(n * value_size);
-  for (int c = 0; c < value_size; ++c) {
-    for (size_t i = 0; i < n; ++i) in[i * value_size + c] = values[c * n + i];
-  }
-  lattice.Filter(&in[0], value_size, &filtered[0]);
-  for (int c = 0; c < value_size; ++c) {
-    for (size_t i = 0; i < n; ++i) {
-      out[c * n + i] = filtered[i * value_size + c];
-    }
-  }
+  lattice.Filter(values, value_size, out);
 }
 
 }  // namespace caffe
