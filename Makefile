@@ -5,7 +5,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: all build deps demo test test-cpp test-python prototxt clean help
+.PHONY: all build deps demo test bench test-cpp test-python prototxt clean help
 
 all: build
 
@@ -13,6 +13,7 @@ help:
 	@echo "make         install dependencies and build Caffe with rloss (cached)"
 	@echo "make demo    build, then train pCE / DenseCRF / full masks on synthetic scenes (demo_out/report.md)"
 	@echo "make test    build, then run the C++ (gtest) and Python (pytest) tests"
+	@echo "make bench   build, then time the DenseCRF loss against the published algorithm and pydensecrf2 (bench_out/)"
 	@echo "make prototxt  regenerate prototxt/ from python/rloss/nets.py"
 	@echo "make clean   forget this checkout's link to the build (the cache stays)"
 
@@ -27,6 +28,9 @@ test: build
 
 demo: build
 	@. ./env.sh && rloss demo --out demo_out
+
+bench: build
+	@. ./env.sh && rloss bench --out bench_out
 
 # Run one half of the suite against an existing build.
 test-cpp:

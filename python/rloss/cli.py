@@ -367,6 +367,15 @@ def cmd_demo(a: argparse.Namespace) -> None:
     _run_and_report(a, src, _setup(a, **DEMO), "rloss demo: scribbles, DenseCRF loss, full masks")
 
 
+def cmd_bench(a: argparse.Namespace) -> None:
+    from . import bench
+
+    lines = bench.run(Path(a.out), a.sizes, a.classes, a.batches, a.threads, a.reps)
+    print()
+    print("\n".join(lines))
+    print(f"\nwrote {a.out}/bench.md, bench.csv, bench.png")
+
+
 # ---------------------------------------------------------------- parser
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
@@ -535,6 +544,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out")
     p.add_argument("--images", type=int, default=80, help="synthetic scenes to make")
     experiment_options(p)
+
+    p = _add(sub, "bench", "time the DenseCRF loss against the published algorithm and "
+             "pydensecrf2, side by side (what `make bench` runs)", """
+        rloss bench --out bench_out
+        rloss bench --sizes 321 --classes 21 --batches 1 --threads 1 --reps 3""", cmd_bench)
+    p.add_argument("--out", default="bench_out", help="folder for bench.md, .csv and .png")
+    p.add_argument("--sizes", type=int, nargs="+", default=[321, 513], help="image sides")
+    p.add_argument("--classes", type=int, nargs="+", default=[21, 2])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 10])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--reps", type=int, default=5, help="timed runs per method (median)")
 
     p = _add(sub, "parse-log", "Caffe's training log (glog) to CSV and a plot", """
         caffe train --solver solver.prototxt 2> phase1.log

@@ -58,15 +58,29 @@ class PermutohedralLattice {
   size_t memory_bytes() const;
 
  private:
-  /// The vertex with this key, or -1 with *slot the free slot to put it in.
-  int Probe(const int* key, unsigned int hash, unsigned int* slot) const;
-  int Find(const int* key) const;
-  int FindOrInsert(const int* key);
-  void Rehash(size_t size);
-  void Simplices(const float* features, int begin, int count);
-  float* Row(std::vector<float>* v, int vertex) const {
-    return &(*v)[static_cast<size_t>(vertex) * stride_];
-  }
+  /// Open-addressing hash table of integer keys of one length -> 0, 1, ...
+  /// in order of insertion. Reset keeps the capacity.
+  class KeyTable {
+   public:
+    KeyTable() : key_size_(0), mask_(0), size_(0) {}
+    void Reset(int key_size);
+    /// The key's index, or -1.
+    int Find(const int* key) const;
+    /// The key's index, inserting it (as index size()) if absent.
+    int FindOrInsert(const int* key);
+    int size() const { return size_; }
+    const int* key(int index) const { return &keys_[index * key_size_]; }
+    size_t bytes() const;
+
+   private:
+    void Grow();
+    int key_size_;
+    unsigned int mask_;
+    int size_;
+    std::vector<int> keys_;           // size_ x key_size_
+    std::vector<int> slot_;           // index or -1
+    std::vector<unsigned int> hash_;  // each slot's full hash
+  };
 
   int dim_;
   int num_points_;
@@ -77,16 +91,16 @@ class PermutohedralLattice {
   std::vector<float> weight_;
   // For each blur axis and vertex, the neighbour rows (lo, hi interleaved).
   std::vector<int> neighbour_;
-  // Hash table of vertex keys (dim coordinates each) -> vertex index.
-  std::vector<int> keys_;
-  std::vector<int> table_;
-  std::vector<unsigned int> table_hash_;
-  unsigned int table_mask_;
+  // Vertex keys (dim coordinates) -> vertex index.
+  KeyTable vertices_;
+  // Remainder-0 points ("cells") -> cell index, and for each cell the rows
+  // of the 2^(dim+1) vertices around it (0 = not looked up yet), indexed by
+  // which coordinates of the point step down (see Init).
+  KeyTable cells_;
+  std::vector<int> cell_vertex_;
   // Build scratch: one block of points in structure-of-arrays layout.
   std::vector<float> block_;
   std::vector<int> iblock_;
-  std::vector<int> simplex_cache_;
-  std::vector<char> simplex_valid_;
   // Vertex values: (num_vertices + 1) rows of stride_ floats (row 0 is 0).
   int value_size_;
   int stride_;

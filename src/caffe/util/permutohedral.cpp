@@ -28,7 +28,6 @@ const int kTile = 64;        // points per transpose tile in splat and slice
 const int kLanes = 8;        // vertex rows are padded to whole AVX vectors
 const int kChunkPoints = 16384;  // points per splat chunk (at most kChunks)
 const int kChunks = 4;
-const int kSimplexCache = 4096;  // entries, a power of 2
 
 inline bool Nested() {
 #ifdef _OPENMP
@@ -73,17 +72,24 @@ void SimplexBlock(const float* features, int dim, int n, const float* scale,
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
+  // The block's features are first transposed into bary's space.
+  float* f = bary;
+  for (int b = 0; b < n; ++b) {
+    for (int j = 0; j < dim; ++j) f[j * kBlock + b] = features[b * dim + j];
+  }
+  for (int j = 0; j < dim; ++j) {
+    for (int b = n; b < kBlock; ++b) f[j * kBlock + b] = 0;
+  }
   float sum_scaled[kBlock] = {0};
   for (int j = dim; j > 0; --j) {
-    float cf[kBlock];
-    for (int b = 0; b < kBlock; ++b) {
-      cf[b] = b < n ? features[b * dim + j - 1] * scale[j - 1] : 0.0f;
-    }
+    const float* fj = f + (j - 1) * kBlock;
+    const float sj = scale[j - 1];
     float* e = elevated + j * kBlock;
 #pragma omp simd
     for (int b = 0; b < kBlock; ++b) {
-      e[b] = sum_scaled[b] - j * cf[b];
-      sum_scaled[b] += cf[b];
+      const float cf = fj[b] * sj;
+      e[b] = sum_scaled[b] - j * cf;
+      sum_scaled[b] += cf;
     }
   }
   float coord_sum[kBlock] = {0};
@@ -250,21 +256,20 @@ void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
   }
 }
 
-// tile[t] = sum_r weight * values[vertex rows] for n points of one tile.
+// tile[t] = sum_r weight * values[vertex rows] for n points of one tile,
+// eight channels at a time in a register (no read-modify-write of tile).
 RLOSS_VECTOR_CLONES
 void SliceTile(const float* values, int n, int d1, int stride,
     const int* vertex, const float* weight, float* tile) {
   for (int t = 0; t < n; ++t) {
-    float* y = tile + t * stride;
-    for (int k = 0; k < stride; ++k) y[k] = 0;
-    for (int r = 0; r < d1; ++r) {
-      const float* row =
-          values + static_cast<size_t>(vertex[t * d1 + r]) * stride;
-      const float w = weight[t * d1 + r];
-      for (int k = 0; k < stride; k += kLanes) {
-#pragma omp simd
-        for (int j = 0; j < kLanes; ++j) y[k + j] += w * row[k + j];
+    const int* v = vertex + t * d1;
+    const float* w = weight + t * d1;
+    for (int k = 0; k < stride; k += kLanes) {
+      Float8 acc = {0};
+      for (int r = 0; r < d1; ++r) {
+        acc += w[r] * Load8(values + static_cast<size_t>(v[r]) * stride + k);
       }
+      Store8(tile + t * stride + k, acc);
     }
   }
 }
@@ -290,70 +295,80 @@ void BlurRows(const float* src, const int* neighbour, int begin, int end,
 }  // namespace
 
 PermutohedralLattice::PermutohedralLattice()
-    : dim_(0), num_points_(0), num_vertices_(0), table_mask_(0),
-      value_size_(0), stride_(0) {}
+    : dim_(0), num_points_(0), num_vertices_(0), value_size_(0), stride_(0) {}
 
-int PermutohedralLattice::Probe(const int* key, unsigned int hash,
-    unsigned int* slot) const {
-  *slot = hash & table_mask_;
-  while (true) {
-    const int v = table_[*slot];
-    if (v < 0) return -1;
-    if (table_hash_[*slot] == hash) {
-      const int* k = &keys_[static_cast<size_t>(v) * dim_];
-      int i = 0;
-      while (i < dim_ && k[i] == key[i]) ++i;
-      if (i == dim_) return v;
-    }
-    *slot = (*slot + 1) & table_mask_;
+// Defined inline: under -fPIC an out-of-line member could be interposed,
+// and then it would not be inlined into the build loop.
+inline void PermutohedralLattice::KeyTable::Reset(int key_size) {
+  key_size_ = key_size;
+  size_ = 0;
+  keys_.clear();
+  if (slot_.empty()) slot_.resize(1024);
+  std::fill(slot_.begin(), slot_.end(), -1);
+  hash_.resize(slot_.size());
+  mask_ = slot_.size() - 1;
+}
+
+inline int PermutohedralLattice::KeyTable::Find(const int* key) const {
+  const unsigned int h = HashKey(key, key_size_);
+  for (unsigned int s = h & mask_; slot_[s] >= 0; s = (s + 1) & mask_) {
+    if (hash_[s] != h) continue;
+    const int* k = &keys_[static_cast<size_t>(slot_[s]) * key_size_];
+    int diff = 0;
+    for (int i = 0; i < key_size_; ++i) diff |= k[i] ^ key[i];
+    if (diff == 0) return slot_[s];
+  }
+  return -1;
+}
+
+inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key) {
+  const unsigned int h = HashKey(key, key_size_);
+  unsigned int s = h & mask_;
+  for (; slot_[s] >= 0; s = (s + 1) & mask_) {
+    if (hash_[s] != h) continue;
+    const int* k = &keys_[static_cast<size_t>(slot_[s]) * key_size_];
+    int diff = 0;
+    for (int i = 0; i < key_size_; ++i) diff |= k[i] ^ key[i];
+    if (diff == 0) return slot_[s];
+  }
+  slot_[s] = size_;
+  hash_[s] = h;
+  keys_.insert(keys_.end(), key, key + key_size_);
+  if (2 * ++size_ > static_cast<int>(slot_.size())) Grow();  // load < 1/2
+  return size_ - 1;
+}
+
+void PermutohedralLattice::KeyTable::Grow() {
+  slot_.assign(2 * slot_.size(), -1);
+  hash_.resize(slot_.size());
+  mask_ = slot_.size() - 1;
+  for (int v = 0; v < size_; ++v) {
+    const unsigned int h = HashKey(key(v), key_size_);
+    unsigned int s = h & mask_;
+    while (slot_[s] >= 0) s = (s + 1) & mask_;
+    slot_[s] = v;
+    hash_[s] = h;
   }
 }
 
-int PermutohedralLattice::Find(const int* key) const {
-  unsigned int slot;
-  return Probe(key, HashKey(key, dim_), &slot);
-}
-
-void PermutohedralLattice::Rehash(size_t size) {
-  table_.assign(size, -1);
-  table_hash_.resize(size);
-  table_mask_ = size - 1;
-  for (int v = 0; v < num_vertices_; ++v) {
-    const unsigned int hash =
-        HashKey(&keys_[static_cast<size_t>(v) * dim_], dim_);
-    unsigned int slot = hash & table_mask_;
-    while (table_[slot] >= 0) slot = (slot + 1) & table_mask_;
-    table_[slot] = v;
-    table_hash_[slot] = hash;
-  }
-}
-
-int PermutohedralLattice::FindOrInsert(const int* key) {
-  // Keep the load factor under 1/2.
-  if (2 * (num_vertices_ + 1) > static_cast<int>(table_.size())) {
-    Rehash(2 * table_.size());
-  }
-  const unsigned int hash = HashKey(key, dim_);
-  unsigned int slot;
-  const int found = Probe(key, hash, &slot);
-  if (found >= 0) return found;
-  table_[slot] = num_vertices_;
-  table_hash_[slot] = hash;
-  keys_.insert(keys_.end(), key, key + dim_);
-  return num_vertices_++;
+size_t PermutohedralLattice::KeyTable::bytes() const {
+  return sizeof(int) * (keys_.capacity() + slot_.capacity() + hash_.capacity());
 }
 
 void PermutohedralLattice::Init(const float* features, int dim,
     int num_points) {
   dim_ = dim;
   num_points_ = num_points;
-  num_vertices_ = 0;
   const int d1 = dim + 1;
   vertex_.resize(static_cast<size_t>(num_points) * d1);
   weight_.resize(static_cast<size_t>(num_points) * d1);
-  keys_.clear();
-  // A grown table is kept: images of one size touch similar vertex counts.
-  Rehash(std::max<size_t>(table_.size(), 1024));
+  vertices_.Reset(dim);
+  cells_.Reset(dim);
+  cell_vertex_.clear();
+  // Up to 2^10 vertices around a cell are cached; beyond, every vertex of
+  // every point is looked up in the vertex table.
+  const bool use_cells = d1 <= 10;
+  const int around = use_cells ? 1 << d1 : 0;
 
   block_.resize((4 * d1 + 1) * kBlock + dim);
   float* elevated = &block_[0];
@@ -361,17 +376,13 @@ void PermutohedralLattice::Init(const float* features, int dim,
   float* rank = rem0 + d1 * kBlock;
   float* bary = rank + d1 * kBlock;
   float* scale = bary + (d1 + 1) * kBlock;
-  // A direct-mapped cache of simplices, (remainder-0 point, ranks) -> the
-  // d+1 vertices: neighbouring pixels mostly fall in a few simplices, and
-  // asking it is cheaper than hashing d+1 vertex keys.
-  const int entry = 3 * d1;  // rem0 and rank, then the vertices
-  simplex_cache_.assign(static_cast<size_t>(kSimplexCache) * entry, 0);
-  simplex_valid_.assign(kSimplexCache, 0);
   iblock_.resize(5 * d1);
-  int* key = &iblock_[0];  // a simplex: rem0 and rank
-  int* vkey = key + 2 * d1;
-  int* lo = vkey + d1;
-  int* hi = lo + d1;
+  int* cell = &iblock_[0];  // this point's remainder-0 point
+  int* last = cell + d1;    // the previous point's
+  int* order = last + d1;   // the coordinate of each rank
+  int* vkey = order + d1;
+  int* nkey = vkey + d1;
+  int last_cell = -1;
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
   const float inv_std = std::sqrt(2.0 / 3.0) * d1;
@@ -384,49 +395,63 @@ void PermutohedralLattice::Init(const float* features, int dim,
                  elevated, rem0, rank, bary);
     for (int b = 0; b < n; ++b) {
       const size_t at = static_cast<size_t>(begin + b) * d1;
+      int* vertex = &vertex_[at];
       for (int r = 0; r < d1; ++r) weight_[at + r] = bary[r * kBlock + b];
-      unsigned int h = 0;
+      int same = last_cell >= 0 ? 0 : 1;
       for (int i = 0; i < d1; ++i) {
-        key[i] = static_cast<int>(rem0[i * kBlock + b]);
-        key[d1 + i] = static_cast<int>(rank[i * kBlock + b]);
-        h = (h + static_cast<unsigned int>(key[i] * 8 + key[d1 + i])) *
-            2654435761u;
+        cell[i] = static_cast<int>(rem0[i * kBlock + b]);
+        order[static_cast<int>(rank[i * kBlock + b])] = i;
+        same |= cell[i] ^ last[i];
       }
-      h = (h ^ (h >> 16)) & (kSimplexCache - 1);
-      int* cached = &simplex_cache_[static_cast<size_t>(h) * entry];
-      bool hit = simplex_valid_[h] != 0;
-      for (int i = 0; i < 2 * d1 && hit; ++i) hit = cached[i] == key[i];
-      if (!hit) {
-        std::copy(key, key + 2 * d1, cached);
-        simplex_valid_[h] = 1;
-        // Vertex r: remainder-0 point plus the canonical simplex's offsets.
-        for (int r = 0; r < d1; ++r) {
+      // Vertex r of the simplex is the cell's point plus r in every
+      // coordinate, less d+1 in the r coordinates ranked highest: the set of
+      // those coordinates (a bit mask) names it among the cell's vertices.
+      if (!use_cells) {
+        for (int r = 0, mask = 0; r < d1; mask |= 1 << order[dim - r], ++r) {
           for (int i = 0; i < dim; ++i) {
-            vkey[i] = key[i] + (key[d1 + i] <= dim - r ? r : r - d1);
+            vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
           }
-          cached[2 * d1 + r] = FindOrInsert(vkey) + 1;  // +1: row 0 is absent
+          vertex[r] = vertices_.FindOrInsert(vkey) + 1;  // +1: row 0 absent
         }
+        continue;
       }
-      std::copy(cached + 2 * d1, cached + 3 * d1, &vertex_[at]);
+      if (same != 0) {  // a new cell for this point: neighbours often share
+        last_cell = cells_.FindOrInsert(cell);
+        if (last_cell == static_cast<int>(cell_vertex_.size()) / around) {
+          cell_vertex_.resize(cell_vertex_.size() + around, 0);
+        }
+        std::copy(cell, cell + d1, last);
+      }
+      int* around_cell = &cell_vertex_[static_cast<size_t>(last_cell) * around];
+      for (int r = 0, mask = 0; r < d1; mask |= 1 << order[dim - r], ++r) {
+        if (around_cell[mask] == 0) {
+          for (int i = 0; i < dim; ++i) {
+            vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
+          }
+          around_cell[mask] = vertices_.FindOrInsert(vkey) + 1;
+        }
+        vertex[r] = around_cell[mask];
+      }
     }
   }
+  num_vertices_ = vertices_.size();
 
   // Neighbours of every vertex along each of the d+1 lattice axes.
   const size_t m = num_vertices_;
   neighbour_.resize(2 * d1 * m);
   for (int axis = 0; axis < d1; ++axis) {
     for (size_t v = 0; v < m; ++v) {
-      const int* k = &keys_[v * dim];
+      const int* k = vertices_.key(v);
       for (int i = 0; i < dim; ++i) {
-        lo[i] = k[i] - 1;
-        hi[i] = k[i] + 1;
+        vkey[i] = k[i] - 1;
+        nkey[i] = k[i] + 1;
       }
       if (axis < dim) {  // the (d+1)-th coordinate is implicit
-        lo[axis] = k[axis] + dim;
-        hi[axis] = k[axis] - dim;
+        vkey[axis] = k[axis] + dim;
+        nkey[axis] = k[axis] - dim;
       }
-      neighbour_[2 * (axis * m + v)] = Find(lo) + 1;
-      neighbour_[2 * (axis * m + v) + 1] = Find(hi) + 1;
+      neighbour_[2 * (axis * m + v)] = vertices_.Find(vkey) + 1;
+      neighbour_[2 * (axis * m + v) + 1] = vertices_.Find(nkey) + 1;
     }
   }
 }
@@ -536,9 +561,9 @@ void PermutohedralLattice::Filter(const float* in, int value_size, float* out,
 }
 
 size_t PermutohedralLattice::memory_bytes() const {
-  return sizeof(int) * (vertex_.capacity() + neighbour_.capacity() +
-                        keys_.capacity() + table_.capacity() +
-                        table_hash_.capacity() + iblock_.capacity()) +
+  return vertices_.bytes() + cells_.bytes() +
+         sizeof(int) * (vertex_.capacity() + neighbour_.capacity() +
+                        cell_vertex_.capacity() + iblock_.capacity()) +
          sizeof(float) * (weight_.capacity() + block_.capacity() +
                           splat_.capacity() + partial_.capacity() +
                           blurred_.capacity() + scratch_.capacity() +

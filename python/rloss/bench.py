@@ -1,0 +1,499 @@
+"""`rloss bench`: how fast the DenseCRF loss is, against the published algorithm
+and pydensecrf2, measured side by side in one process.
+
+Four ways to get the same numbers (loss and -2 W S) for a batch:
+
+- ``layer``: our DenseCRFLoss through pycaffe, forward + backward;
+- ``lattice``: our permutohedral lattice alone, driven as the layer drives it,
+  with its phases (build, splat, blur, slice) timed apart;
+- ``published``: the published layer's algorithm restated in
+  tools/bench/published.cpp (one lattice per image, one value_size-1 filtering
+  per class, buffers allocated per filtering), compiled with Caffe's flags;
+- ``pydensecrf2``: Krähenbühl's code from PyPI, one multi-class pass per image.
+
+Before timing, every configuration checks that all four agree on the loss to
+1e-3 (and the layer and the published algorithm on the gradient): a speed-up
+of a wrong answer is worthless. The ROI rule differs: the layer leaves out
+pixels whose channels are all 0, pydensecrf2 does not, so pydensecrf2 gets
+S (.) R. Times are medians; speed-ups are ratios within this one run.
+"""
+from __future__ import annotations
+
+import ctypes
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCES = ["tools/bench/bench_lib.cpp", "tools/bench/published.cpp",
+           "tools/bench/published.hpp", "include/caffe/util/permutohedral.hpp"]
+SIGMA_XY, SIGMA_RGB = 100.0, 15.0  # the published nets' kernel
+
+
+# ---------------------------------------------------------------- native side
+def caffe_root() -> Path:
+    root = Path(os.environ.get("RLOSS_CAFFE", REPO / ".caffe"))
+    if not (root / "build" / "lib").is_dir():
+        raise SystemExit(f"rloss bench: no Caffe build at {root}; run `make` first")
+    return root.resolve()
+
+
+def build_lib(out_dir: Path) -> Path:
+    """Compiles tools/bench into a shared library (when a source is newer),
+    with Caffe's release flags, linked to the libcaffe that holds our lattice."""
+    root = caffe_root()
+    lib = out_dir / "librloss_bench.so"
+    libcaffe = root / "build" / "lib" / "libcaffe.so"
+    newest = max((REPO / s).stat().st_mtime for s in SOURCES)
+    newest = max(newest, libcaffe.stat().st_mtime if libcaffe.exists() else 0)
+    if lib.exists() and lib.stat().st_mtime >= newest:
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = ["g++", "-O3", "-DNDEBUG", "-fopenmp", "-fPIC", "-shared",
+           "-I", str(REPO / "include"), "-I", str(REPO / "tools" / "bench"),
+           str(REPO / "tools/bench/bench_lib.cpp"), str(REPO / "tools/bench/published.cpp"),
+           "-L", str(root / "build" / "lib"), "-lcaffe",
+           f"-Wl,-rpath,{root / 'build' / 'lib'}", "-o", str(lib)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"rloss bench: compiling {lib.name} failed:\n{done.stderr}")
+    return lib
+
+
+class Native:
+    """ctypes face of librloss_bench.so."""
+
+    def __init__(self, path: Path):
+        self.lib = ctypes.CDLL(str(path))
+        f, i, d, p = ctypes.c_float, ctypes.c_int, ctypes.c_double, ctypes.c_void_p
+        self.lib.rb_set_threads.argtypes = [i]
+        self.lib.rb_published.argtypes = [p, i, i, i, i, p, i, f, f, p, p]
+        self.lib.rb_published.restype = d
+        self.lib.rb_lattices_new.restype = p
+        self.lib.rb_lattices_free.argtypes = [p]
+        self.lib.rb_lattice.argtypes = [p, p, i, i, i, i, p, i, f, f, p, p, p]
+        self.lib.rb_lattice.restype = d
+        self.lib.rb_lattices_bytes.argtypes = [p]
+        self.lib.rb_lattices_bytes.restype = d
+        self.handle = self.lib.rb_lattices_new()
+
+    def fresh(self) -> None:
+        """Drops the lattices kept from earlier batches."""
+        self.lib.rb_lattices_free(self.handle)
+        self.handle = self.lib.rb_lattices_new()
+
+    def set_threads(self, n: int) -> None:
+        self.lib.rb_set_threads(n)
+
+    def published(self, image: np.ndarray, prob: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
+        n, c, h, w = image.shape
+        grad = np.empty_like(prob)
+        times = np.zeros(2)
+        loss = self.lib.rb_published(image.ctypes.data, n, c, h, w, prob.ctypes.data,
+                                     prob.shape[1], SIGMA_XY, SIGMA_RGB, grad.ctypes.data,
+                                     times.ctypes.data)
+        return loss, grad, times
+
+    def lattice(self, image: np.ndarray, prob: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        n, c, h, w = image.shape
+        grad = np.empty_like(prob)
+        times = np.zeros(4)
+        vertices = np.zeros(n, np.int32)
+        loss = self.lib.rb_lattice(self.handle, image.ctypes.data, n, c, h, w,
+                                   prob.ctypes.data, prob.shape[1], SIGMA_XY, SIGMA_RGB,
+                                   grad.ctypes.data, times.ctypes.data, vertices.ctypes.data)
+        return loss, grad, times, vertices
+
+    def lattice_bytes(self) -> float:
+        return self.lib.rb_lattices_bytes(self.handle)
+
+
+# ---------------------------------------------------------------- inputs
+def photographs(size: int, count: int) -> Tuple[np.ndarray, str]:
+    """count RGB photographs resized to size x size, as N x 3 x S x S float32
+    holding whole 0..255 values (what pydensecrf2's uint8 input can express):
+    the Weizmann horses when ../shared has them, else scikit-image's samples."""
+    from skimage import data as skdata
+    from skimage import io, transform
+
+    shared = Path(os.environ.get("RLOSS_SHARED", REPO.parent / "shared"))
+    horses = shared / "data" / "weizmann_horse" / "JPEGImages"
+    if horses.is_dir():
+        files = sorted(horses.glob("*.jpg"))[:count]
+        images = [io.imread(f) for f in files]
+        source = "Weizmann horses"
+    else:
+        samples = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket()]
+        images = [samples[i % len(samples)] for i in range(count)]
+        source = "scikit-image samples (astronaut, chelsea, coffee, rocket)"
+    out = np.empty((count, 3, size, size), np.float32)
+    for i, img in enumerate(images * (count // len(images) + 1)):
+        if i == count:
+            break
+        img = transform.resize(img[..., :3], (size, size), order=1, preserve_range=True,
+                               anti_aliasing=False)
+        out[i] = np.clip(np.round(img), 0, 255).transpose(2, 0, 1)
+    return out, source
+
+
+def smooth_softmax(rng: np.random.Generator, n: int, k: int, size: int) -> np.ndarray:
+    """Softmax of smooth random logits: regions, soft borders, like a net's output.
+    The logits are a random 6 x 6 grid upsampled bilinearly (two small
+    matrix products: a spline zoom takes minutes at batch 10)."""
+    coarse = rng.normal(0, 3, (n, k, 6, 6))
+    up = np.stack([np.interp(np.linspace(0, 5, size), np.arange(6), row)
+                   for row in np.eye(6)], 1)  # size x 6 interpolation matrix
+    logits = np.einsum("yi,nkij,xj->nkyx", up, coarse, up, optimize=True)
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return np.ascontiguousarray(e / e.sum(1, keepdims=True), dtype=np.float32)
+
+
+def roi(image: np.ndarray) -> np.ndarray:
+    """The layer's rule: outside where all channels truncate to 0."""
+    return (np.trunc(image) != 0).any(1, keepdims=True).astype(np.float32)
+
+
+# ---------------------------------------------------------------- methods
+def layer_net(n: int, k: int, size: int):
+    """A net of two inputs and our DenseCRFLoss (loss weight 1)."""
+    import caffe
+    from caffe import layers as L
+    from .gradient import _net_from_proto
+
+    ns = caffe.NetSpec()
+    ns.data = L.Input(shape=dict(dim=[n, 3, size, size]))
+    ns.prob = L.Input(shape=dict(dim=[n, k, size, size]))
+    ns.loss = L.DenseCRFLoss(ns.data, ns.prob, propagate_down=[False, True], loss_weight=1,
+                             densecrf_loss_param=dict(bi_xy_std=SIGMA_XY, bi_rgb_std=SIGMA_RGB))
+    proto = ns.to_proto()
+    proto.force_backward = True
+    caffe.set_mode_cpu()
+    return _net_from_proto(proto, caffe.TRAIN)
+
+
+def pydensecrf_batch(image: np.ndarray, prob: np.ndarray) -> Tuple[float, np.ndarray]:
+    """(loss, -2 W S / N) from pydensecrf2: one inference step without unary
+    leaves -W S in its second buffer."""
+    import pydensecrf.densecrf as dcrf
+    import pydensecrf.eigen as eigen
+
+    n, k, h, w = prob.shape
+    x = prob * roi(image)
+    loss, grad = 0.0, np.empty_like(prob)
+    for i in range(n):
+        rgb = np.ascontiguousarray(image[i].transpose(1, 2, 0).astype(np.uint8))
+        crf = dcrf.DenseCRF2D(w, h, k)
+        crf.addPairwiseBilateral(sxy=SIGMA_XY, srgb=SIGMA_RGB, rgbim=rgb, compat=1,
+                                 kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NO_NORMALIZATION)
+        q = eigen.matrixXf(x[i].reshape(k, -1))
+        tmp1 = eigen.matrixXf(np.zeros((k, h * w), np.float32))
+        tmp2 = eigen.matrixXf(np.zeros((k, h * w), np.float32))
+        crf.stepInference(q, tmp1, tmp2)
+        ws = -np.asarray(tmp2).reshape(k, h, w)
+        loss -= float((x[i].astype(np.float64) * ws).sum())
+        grad[i] = -2 * ws / n
+    return loss / n, grad
+
+
+# ---------------------------------------------------------------- measuring
+@dataclass
+class Config:
+    size: int
+    classes: int
+    batch: int
+    threads: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.size}² K={self.classes} N={self.batch} T={self.threads}"
+
+
+@dataclass
+class Result:
+    config: Config
+    times: Dict[str, List[float]] = field(default_factory=dict)
+    phases: Optional[np.ndarray] = None      # lattice: build, splat, blur, slice (s)
+    published_phases: Optional[np.ndarray] = None  # build, filtering (s)
+    vertices: float = 0.0
+    loss: float = 0.0
+
+    def median(self, method: str) -> Optional[float]:
+        t = self.times.get(method)
+        return statistics.median(t) if t else None
+
+
+def timed(fn: Callable[[], object], reps: int) -> List[float]:
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
+            with_pydensecrf: bool, log: Callable[[str], None]) -> Result:
+    image, _ = photographs(cfg.size, cfg.batch)
+    prob = smooth_softmax(rng, cfg.batch, cfg.classes, cfg.size)
+    native.set_threads(cfg.threads)
+    net = layer_net(cfg.batch, cfg.classes, cfg.size)
+    net.blobs["data"].data[...] = image
+    net.blobs["prob"].data[...] = prob
+
+    def layer() -> Tuple[float, np.ndarray]:
+        loss = float(net.forward()["loss"])
+        net.backward()
+        return loss, net.blobs["prob"].diff
+
+    # Same answers first (the warm-up run of each method).
+    res = Result(cfg)
+    loss_layer, grad_layer = layer()
+    grad_layer = grad_layer.copy()
+    loss_pub, grad_pub, _ = native.published(image, prob)
+    loss_lat, grad_lat, _, _ = native.lattice(image, prob)
+    checks = {"published": loss_pub, "lattice": loss_lat}
+    if with_pydensecrf:
+        checks["pydensecrf2"], _ = pydensecrf_batch(image, prob)
+    for name, value in checks.items():
+        if rel(value, loss_layer) > 1e-3:
+            raise SystemExit(f"rloss bench: {cfg.label}: {name} gives loss {value:.6g}, the "
+                             f"layer {loss_layer:.6g}: they must agree to 1e-3 before timing")
+    for name, g in (("published", grad_pub), ("lattice", grad_lat)):
+        err = np.linalg.norm(g - grad_layer) / np.linalg.norm(grad_layer)
+        if err > 1e-3:
+            raise SystemExit(f"rloss bench: {cfg.label}: {name}'s gradient differs from the "
+                             f"layer's by {err:.2e} (relative L2); expected < 1e-3")
+    res.loss = loss_layer
+
+    phases, pub_phases = [], []
+
+    def lattice() -> None:
+        _, _, t, v = native.lattice(image, prob)
+        phases.append(t)
+        res.vertices = float(v.mean())
+
+    def published() -> None:
+        pub_phases.append(native.published(image, prob)[2])
+
+    methods: Dict[str, Callable[[], object]] = dict(layer=layer, lattice=lattice,
+                                                   published=published)
+    if with_pydensecrf:
+        methods["pydensecrf2"] = lambda: pydensecrf_batch(image, prob)
+    # Round robin, so that the machine's drift (other tenants, clocks) falls
+    # on every method alike.
+    for _ in range(reps):
+        for name, fn in methods.items():
+            res.times.setdefault(name, []).extend(timed(fn, 1))
+    res.phases = np.median(np.array(phases), 0)
+    res.published_phases = np.median(np.array(pub_phases), 0)
+    log(f"  {cfg.label:<28} layer {1e3 * res.median('layer'):8.1f} ms   published "
+        f"{1e3 * res.median('published'):8.1f} ms" +
+        (f"   pydensecrf2 {1e3 * res.median('pydensecrf2'):8.1f} ms" if with_pydensecrf else ""))
+    del net
+    return res
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second that one core reads plus writes in a large copy."""
+    a = np.ones(32 << 20, np.float32)
+    b = np.empty_like(a)
+    best = min(timed(lambda: np.copyto(b, a), 5))
+    return 2 * a.nbytes / best
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_report(native: Native, size: int, classes: int, batch: int,
+                  iterations: int) -> Dict[str, float]:
+    """The layer's memory for one batch: process RSS growth from building
+    the net to after the first forward/backward, less its input and diff
+    blobs; the lattices' share; and the growth between iteration 3 and the
+    last (leaks would show here)."""
+    rng = np.random.default_rng(1)
+    image, _ = photographs(size, batch)
+    prob = smooth_softmax(rng, batch, classes, size)
+    native.set_threads(1)
+    before = rss_bytes()
+    net = layer_net(batch, classes, size)
+    net.blobs["data"].data[...] = image
+    net.blobs["prob"].data[...] = prob
+    blobs = image.nbytes + 2 * prob.nbytes  # data, prob, prob's diff
+    rss = []
+    for _ in range(iterations):
+        net.forward()
+        net.backward()
+        rss.append(rss_bytes())
+    native.fresh()
+    native.lattice(image, prob)
+    out = dict(layer_bytes=rss[0] - before - blobs, blob_bytes=float(blobs),
+               growth_bytes=float(rss[-1] - rss[min(2, len(rss) - 1)]),
+               iterations=float(iterations), lattice_bytes=native.lattice_bytes())
+    del net
+    return out
+
+
+def memory_in_fresh_process(size: int, classes: int, batch: int,
+                            iterations: int) -> Dict[str, float]:
+    """memory_report in a new interpreter: this one's heap already holds
+    (and reuses) the earlier configurations' memory."""
+    import json
+    code = ("import json, sys; from pathlib import Path; from rloss import bench; "
+            "n = bench.Native(bench.build_lib(bench.REPO / 'build' / 'bench')); "
+            f"print(json.dumps(bench.memory_report(n, {size}, {classes}, {batch}, {iterations})))")
+    env = dict(os.environ, GLOG_minloglevel="2")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- reporting
+METHODS = ["layer", "lattice", "published", "pydensecrf2"]
+
+
+def write_csv(results: Sequence[Result], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["size", "classes", "batch", "threads", "method", "median_ms", "min_ms",
+                    "reps", "ms_per_image", "loss", "vertices"])
+        for r in results:
+            c = r.config
+            for m in METHODS:
+                t = r.times.get(m)
+                if not t:
+                    continue
+                med = statistics.median(t)
+                w.writerow([c.size, c.classes, c.batch, c.threads, m, f"{1e3 * med:.3f}",
+                            f"{1e3 * min(t):.3f}", len(t), f"{1e3 * med / c.batch:.3f}",
+                            f"{r.loss:.9g}", f"{r.vertices:.0f}"])
+
+
+def plot(results: Sequence[Result], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted({r.config.classes for r in results}, reverse=True)
+    fig, axes = plt.subplots(1, len(ks), figsize=(5.5 * len(ks), 4.2), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    styles = {"layer": "o-", "lattice": "s--", "published": "^-", "pydensecrf2": "v-"}
+    for ax, k in zip(axes, ks):
+        for m in METHODS:
+            pts = sorted((r.config.size ** 2, 1e3 * r.median(m) / r.config.batch)
+                         for r in results if r.config.classes == k and r.config.batch == 1
+                         and r.config.threads == 1 and r.median(m) is not None)
+            if pts:
+                ax.plot(*zip(*pts), styles[m], label=m)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("pixels per image")
+        ax.set_title(f"K = {k}, one image, one thread: forward + backward")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("ms per image")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(results: Sequence[Result]) -> List[str]:
+    lines = ["| size | K | batch | threads | layer (ms) | lattice (ms) | published (ms) | "
+             "pydensecrf2 (ms) | × published | × pydensecrf2 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.config
+        cell = {m: r.median(m) for m in METHODS}
+        fmt = lambda t: f"{1e3 * t:.1f}" if t is not None else "–"  # noqa: E731
+        ratio = lambda t: f"{t / cell['layer']:.1f}×" if t is not None else "–"  # noqa: E731
+        lines.append(f"| {c.size}² | {c.classes} | {c.batch} | {c.threads} | "
+                     f"{fmt(cell['layer'])} | {fmt(cell['lattice'])} | "
+                     f"{fmt(cell['published'])} | {fmt(cell['pydensecrf2'])} | "
+                     f"{ratio(cell['published'])} | {ratio(cell['pydensecrf2'])} |")
+    return lines
+
+
+def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequence[int],
+        threads: Sequence[int], reps: int, log: Callable[[str], None] = print) -> List[str]:
+    """Runs every configuration, writes OUT/bench.csv, OUT/bench.png and
+    OUT/bench.md, and returns the report's lines."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    out.mkdir(parents=True, exist_ok=True)
+    native = Native(build_lib(REPO / "build" / "bench"))
+    _, source = photographs(min(sizes), 1)
+    log(f"rloss bench: {source}; σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}; median of {reps} runs")
+    rng = np.random.default_rng(0)
+    results = []
+    for size in sizes:
+        for k in classes:
+            for n in batches:
+                for t in threads:
+                    # pydensecrf2 is single-threaded: timed on one thread only.
+                    results.append(measure(Config(size, k, n, t), native, reps, rng,
+                                           with_pydensecrf=t == 1, log=log))
+    write_csv(results, out / "bench.csv")
+    plot(results, out / "bench.png")
+
+    lines = [f"# DenseCRF loss speed ({source})", "",
+             f"Forward + backward, σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}, median of {reps} runs; "
+             "× columns: how many times faster the layer is, in this run.", ""]
+    lines += table(results)
+    # Per core: one thread against one thread; and the gain from a second thread.
+    one = {(r.config.size, r.config.classes, r.config.batch): r for r in results
+           if r.config.threads == 1}
+    scaling = []
+    for r in results:
+        c = r.config
+        base = one.get((c.size, c.classes, c.batch))
+        if c.threads > 1 and base is not None:
+            scaling.append(f"| {c.size}² | {c.classes} | {c.batch} | {c.threads} | "
+                           f"{base.median('layer') / r.median('layer'):.2f}× | "
+                           f"{base.median('published') / r.median('published'):.2f}× |")
+    if scaling:
+        lines += ["", "More threads (time on one thread / time on T):", "",
+                  "| size | K | batch | T | layer | published |", "|---|---|---|---|---|---|"]
+        lines += scaling
+
+    bandwidth = copy_bandwidth()
+    lines += ["", "Where the lattice's time goes (one thread, one image), and the bound "
+              "set by reading S and the image and writing the gradient once at this "
+              f"machine's copy bandwidth ({bandwidth / 1e9:.1f} GB/s):", "",
+              "| size | K | vertices | build | splat | blur + dot | slice | total | bound | "
+              "× bound | published: build, filtering |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.config
+        if c.batch != 1 or c.threads != 1:
+            continue
+        p = 1e3 * r.phases
+        pixels = c.size * c.size
+        bound = (2 * c.classes + 3) * 4 * pixels / bandwidth * 1e3
+        pb = 1e3 * r.published_phases
+        lines.append(f"| {c.size}² | {c.classes} | {r.vertices:.0f} | {p[0]:.2f} | {p[1]:.2f} | "
+                     f"{p[2]:.2f} | {p[3]:.2f} | {p.sum():.2f} | {bound:.2f} | "
+                     f"{p.sum() / bound:.0f}× | {pb[0]:.1f}, {pb[1]:.1f} |")
+
+    big = max(batches)
+    mem = memory_in_fresh_process(min(sizes), max(classes), big, 30)
+    lines += ["", f"Memory, {min(sizes)}² K={max(classes)} batch {big}: the layer holds "
+              f"{mem['layer_bytes'] / 2**20:.0f} MiB beyond its bottoms' data and diff "
+              f"({mem['blob_bytes'] / 2**20:.0f} MiB); its lattices "
+              f"{mem['lattice_bytes'] / 2**20:.0f} MiB of that. "
+              f"Process RSS grew {mem['growth_bytes'] / 2**20:.1f} MiB from iteration 3 to "
+              f"{int(mem['iterations'])}."]
+    (out / "bench.md").write_text("\n".join(lines) + "\n")
+    return lines

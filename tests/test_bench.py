@@ -1,0 +1,56 @@
+"""`rloss bench`: its baseline (the published algorithm restated) gives the
+layer's numbers, and a tiny run writes its table, CSV and plot."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def native(caffe):
+    from rloss import bench
+    return bench.Native(bench.build_lib(bench.REPO / "build" / "bench"))
+
+
+def test_published_restatement_matches_layer_and_pydensecrf(caffe, native):
+    from rloss import bench
+    from rloss.gradient import densecrf_layer
+
+    rng = np.random.default_rng(3)
+    image, _ = bench.photographs(41, 2)
+    image[1, :, :5, :7] = 0  # outside the ROI for the layer, not for pydensecrf2
+    prob = bench.smooth_softmax(rng, 2, 5, 41)
+    loss_pub, grad_pub, times = native.published(image, prob)
+    loss_lat, grad_lat, _, vertices = native.lattice(image, prob)
+    assert times.min() > 0 and vertices.min() > 0
+    per_image = [densecrf_layer(image[i], prob[i], bench.SIGMA_XY, bench.SIGMA_RGB)
+                 for i in range(2)]
+    loss_layer = np.mean([p[0] for p in per_image])
+    grad_layer = np.stack([p[1] for p in per_image]) / 2  # batch of 2: 1/N
+    assert loss_pub == pytest.approx(loss_layer, rel=1e-5)
+    assert loss_lat == pytest.approx(loss_layer, rel=1e-5)
+    np.testing.assert_allclose(grad_pub, grad_layer, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(grad_lat, grad_layer, rtol=1e-4, atol=1e-3)
+    assert (grad_pub[1, :, :5, :7] == 0).all()
+    # pydensecrf2 filters S (.) R but has no ROI of its own: its -2 W S is
+    # the layer's inside the ROI only.
+    loss_py, grad_py = bench.pydensecrf_batch(image, prob)
+    assert loss_py == pytest.approx(loss_layer, rel=1e-4)
+    np.testing.assert_allclose(grad_py * bench.roi(image), grad_layer, rtol=1e-3, atol=1e-2)
+
+
+def test_tiny_run_writes_report(caffe, tmp_path):
+    from rloss import bench
+
+    lines = bench.run(tmp_path, sizes=[33], classes=[3], batches=[1, 2], threads=[1],
+                      reps=1, log=lambda s: None)
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    methods = {(r["batch"], r["method"]) for r in rows}
+    assert methods == {(b, m) for b in ("1", "2") for m in bench.METHODS}
+    assert all(float(r["median_ms"]) > 0 for r in rows)
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+    text = (tmp_path / "bench.md").read_text()
+    assert "| 33² | 3 | 2 | 1 |" in text and "× bound" in text and "Memory" in text
+    assert text.splitlines()[0] == lines[0]

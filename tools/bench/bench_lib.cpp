@@ -1,0 +1,149 @@
+// C entry points for `rloss bench` (loaded with ctypes): the restated
+// published algorithm, and our lattice alone with its phases timed apart.
+// Our lattice comes from libcaffe.so, so this measures the shipped code.
+
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "caffe/util/permutohedral.hpp"
+#include "published.hpp"
+
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(
+      std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The layer's ROI rule: outside where every channel truncates to 0.
+void Roi(const float* image, int channels, int n, float* roi) {
+  for (int i = 0; i < n; ++i) {
+    bool inside = false;
+    for (int c = 0; c < channels && !inside; ++c) {
+      inside = std::trunc(image[c * n + i]) != 0;
+    }
+    roi[i] = inside ? 1 : 0;
+  }
+}
+
+struct Lattices {
+  std::vector<caffe::PermutohedralLattice> lattice;
+  std::vector<std::vector<float> > features, roi;
+};
+
+}  // namespace
+
+extern "C" {
+
+void rb_set_threads(int threads) {
+#ifdef _OPENMP
+  omp_set_num_threads(threads);
+#endif
+}
+
+// Published: per image, one lattice and one value_size-1 filtering per
+// class; images in parallel. Returns the loss (1/N) sum; grad as the layer's
+// bottom diff for loss weight 1. times: build, filtering (summed).
+double rb_published(const float* image, int num, int channels, int height,
+    int width, const float* prob, int classes, float sigma_xy,
+    float sigma_rgb, float* grad, double* times) {
+  const int n = height * width;
+  std::vector<double> loss(num);
+  std::vector<double> t(2 * num, 0.0);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < num; ++i) {
+    loss[i] = rloss_bench::PublishedDenseCRF(
+        image + static_cast<size_t>(i) * channels * n, channels, height,
+        width, prob + static_cast<size_t>(i) * classes * n, classes,
+        sigma_xy, sigma_rgb, grad + static_cast<size_t>(i) * classes * n,
+        &t[2 * i]);
+  }
+  double total = 0;
+  times[0] = times[1] = 0;
+  for (int i = 0; i < num; ++i) {
+    total += loss[i];
+    times[0] += t[2 * i];
+    times[1] += t[2 * i + 1];
+  }
+  const size_t count = static_cast<size_t>(num) * classes * n;
+  for (size_t i = 0; i < count; ++i) grad[i] /= num;
+  return total / num;
+}
+
+void* rb_lattices_new() { return new Lattices(); }
+
+void rb_lattices_free(void* handle) { delete static_cast<Lattices*>(handle); }
+
+// Our lattice alone, as the layer drives it: features and build, splat with
+// the ROI, blur, dot on the vertices, slice into grad. times: build, splat,
+// blur, slice (summed over images). vertices: lattice sizes.
+double rb_lattice(void* handle, const float* image, int num, int channels,
+    int height, int width, const float* prob, int classes, float sigma_xy,
+    float sigma_rgb, float* grad, double* times, int* vertices) {
+  Lattices* state = static_cast<Lattices*>(handle);
+  const int n = height * width, dim = 2 + channels;
+  if (static_cast<int>(state->lattice.size()) < num) {
+    state->lattice.resize(num);
+    state->features.resize(num);
+    state->roi.resize(num);
+  }
+  std::vector<double> loss(num), t(4 * num, 0.0);
+  int threads = 1;
+#ifdef _OPENMP
+  threads = omp_get_max_threads();
+#endif
+  const bool across_images = num >= threads && threads > 1;
+#pragma omp parallel for schedule(dynamic, 1) if (across_images)
+  for (int i = 0; i < num; ++i) {
+    const float* img = image + static_cast<size_t>(i) * channels * n;
+    caffe::PermutohedralLattice& lattice = state->lattice[i];
+    std::vector<float>& features = state->features[i];
+    std::vector<float>& roi = state->roi[i];
+    double t0 = Now();
+    features.resize(static_cast<size_t>(n) * dim);
+    roi.resize(n);
+    Roi(img, channels, n, &roi[0]);
+    caffe::ComputeBilateralFeatures(img, channels, height, width, sigma_xy,
+                                    sigma_rgb, &features[0]);
+    lattice.Init(&features[0], dim, n);
+    double t1 = Now();
+    lattice.Splat(prob + static_cast<size_t>(i) * classes * n, classes,
+                  &roi[0]);
+    double t2 = Now();
+    lattice.Blur();
+    loss[i] = -lattice.SplatDotBlurred();
+    double t3 = Now();
+    lattice.Slice(grad + static_cast<size_t>(i) * classes * n, -2.0f / num,
+                  &roi[0]);
+    double t4 = Now();
+    t[4 * i] = t1 - t0;
+    t[4 * i + 1] = t2 - t1;
+    t[4 * i + 2] = t3 - t2;
+    t[4 * i + 3] = t4 - t3;
+    vertices[i] = lattice.num_vertices();
+  }
+  double total = 0;
+  for (int j = 0; j < 4; ++j) times[j] = 0;
+  for (int i = 0; i < num; ++i) {
+    total += loss[i];
+    for (int j = 0; j < 4; ++j) times[j] += t[4 * i + j];
+  }
+  return total / num;
+}
+
+// Bytes the lattices hold (their share of the layer's memory).
+double rb_lattices_bytes(void* handle) {
+  const Lattices* state = static_cast<Lattices*>(handle);
+  double bytes = 0;
+  for (size_t i = 0; i < state->lattice.size(); ++i) {
+    bytes += state->lattice[i].memory_bytes();
+  }
+  return bytes;
+}
+
+}  // extern "C"
