@@ -93,14 +93,23 @@ class PermutohedralLattice {
   std::vector<int> neighbour_;
   // Vertex keys (dim coordinates) -> vertex index.
   KeyTable vertices_;
-  // Remainder-0 points ("cells") -> cell index, and for each cell the rows
-  // of the 2^(dim+1) vertices around it (0 = not looked up yet), indexed by
-  // which coordinates of the point step down (see Init).
-  KeyTable cells_;
-  std::vector<int> cell_vertex_;
-  // Build scratch: one block of points in structure-of-arrays layout.
-  std::vector<float> block_;
-  std::vector<int> iblock_;
+  std::vector<int> keys_scratch_;  // per thread: neighbour keys
+
+  // Builds the simplices of a range of points with tables of its own.
+  struct Builder {
+    void Run(const float* features, int dim, int begin, int end,
+             int* vertex, float* weight);
+    KeyTable vertices;
+    // Remainder-0 points ("cells") -> cell index, and for each cell the
+    // vertices around it (+1; 0 = not looked up yet), indexed by which
+    // coordinates of the point step down (see Run).
+    KeyTable cells;
+    std::vector<int> cell_vertex;
+    std::vector<int> global;  // this builder's vertices in the merged table
+    std::vector<float> block;  // one block of points, structure of arrays
+    std::vector<int> iblock;
+  };
+  std::vector<Builder> builders_;
   // Vertex values: (num_vertices + 1) rows of stride_ floats (row 0 is 0).
   int value_size_;
   int stride_;

@@ -66,9 +66,10 @@ inline unsigned int HashKey(const int* key, int dim) {
 // the rank of each coordinate and the barycentric weights. Arrays are
 // coordinate-major ([i * kBlock + b]) and all float (ranks are small whole
 // numbers) so that the loops over b vectorise; lanes b >= n are padding.
+// elevated is left holding scratch.
 RLOSS_VECTOR_CLONES
 void SimplexBlock(const float* features, int dim, int n, const float* scale,
-    float* elevated, float* rem0, float* rank, float* bary) {
+    float* elevated, float* rem0, float* rank, float* bary, int* mask) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
@@ -127,30 +128,49 @@ void SimplexBlock(const float* features, int dim, int n, const float* scale,
       rem0[i * kBlock + b] += shift * d1;
     }
   }
-  // Barycentric weights: bary[dim - rank_i] += v_i, bary[dim - rank_i + 1]
-  // -= v_i, written as selects.
-  for (int j = 0; j <= d1; ++j) {
-#pragma omp simd
-    for (int b = 0; b < kBlock; ++b) bary[j * kBlock + b] = 0;
-  }
+  // Barycentric weights. With v_i the residual / (d+1) and u_j the v of
+  // the coordinate ranked dim - j: bary_j = u_j - u_{j-1}, bary_0 = 1 + u_0
+  // - u_dim. Rank tests are integer compares (float ones would not be
+  // if-converted). Also each vertex r's mask: the coordinates ranked >= d1-r.
   for (int i = 0; i < d1; ++i) {
-    const float* e = elevated + i * kBlock;
-    const float* o = rem0 + i * kBlock;
-    const float* r = rank + i * kBlock;
-    for (int j = 0; j <= d1; ++j) {
-      float* y = bary + j * kBlock;
-      const int at = dim - j;  // v_i adds where rank_i == dim - j
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) {
+      elevated[i * kBlock + b] =
+          (elevated[i * kBlock + b] - rem0[i * kBlock + b]) * down;
+    }
+  }
+  for (int j = 0; j < d1; ++j) {
+    float* u = bary + j * kBlock;
+    int* m = mask + j * kBlock;
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) {
+      u[b] = 0;
+      m[b] = 0;
+    }
+    for (int i = 0; i < d1; ++i) {
+      const float* v = elevated + i * kBlock;
+      const float* r = rank + i * kBlock;
 #pragma omp simd
       for (int b = 0; b < kBlock; ++b) {
-        // Integer compares: float ones would not be if-converted.
         const int ri = static_cast<int>(r[b]);
-        const float v = (e[b] - o[b]) * down;
-        y[b] += v * static_cast<float>((ri == at) - (ri == at + 1));
+        u[b] += ri == dim - j ? v[b] : 0.0f;
+        m[b] |= (ri >= d1 - j) << i;
       }
     }
   }
+  float first[kBlock];
 #pragma omp simd
-  for (int b = 0; b < kBlock; ++b) bary[b] += 1.0f + bary[d1 * kBlock + b];
+  for (int b = 0; b < kBlock; ++b) {
+    first[b] = 1.0f + bary[b] - bary[dim * kBlock + b];
+  }
+  for (int j = dim; j > 0; --j) {
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) {
+      bary[j * kBlock + b] -= bary[(j - 1) * kBlock + b];
+    }
+  }
+#pragma omp simd
+  for (int b = 0; b < kBlock; ++b) bary[b] = first[b];
 }
 
 typedef float Float8 __attribute__((vector_size(32)));
@@ -355,33 +375,30 @@ size_t PermutohedralLattice::KeyTable::bytes() const {
   return sizeof(int) * (keys_.capacity() + slot_.capacity() + hash_.capacity());
 }
 
-void PermutohedralLattice::Init(const float* features, int dim,
-    int num_points) {
-  dim_ = dim;
-  num_points_ = num_points;
+// Finds the simplices of points [begin, end): their weights, and their
+// vertices as indices (+1) into this builder's own vertex table, numbered
+// in order of first touch.
+void PermutohedralLattice::Builder::Run(const float* features, int dim,
+    int begin, int end, int* vertex, float* weight) {
   const int d1 = dim + 1;
-  vertex_.resize(static_cast<size_t>(num_points) * d1);
-  weight_.resize(static_cast<size_t>(num_points) * d1);
-  vertices_.Reset(dim);
-  cells_.Reset(dim);
-  cell_vertex_.clear();
+  vertices.Reset(dim);
+  cells.Reset(dim);
+  cell_vertex.clear();
   // Up to 2^10 vertices around a cell are cached; beyond, every vertex of
   // every point is looked up in the vertex table.
   const bool use_cells = d1 <= 10;
   const int around = use_cells ? 1 << d1 : 0;
-
-  block_.resize((4 * d1 + 1) * kBlock + dim);
-  float* elevated = &block_[0];
+  block.resize((4 * d1 + 1) * kBlock + dim);
+  float* elevated = &block[0];
   float* rem0 = elevated + d1 * kBlock;
   float* rank = rem0 + d1 * kBlock;
   float* bary = rank + d1 * kBlock;
   float* scale = bary + (d1 + 1) * kBlock;
-  iblock_.resize(5 * d1);
-  int* cell = &iblock_[0];  // this point's remainder-0 point
-  int* last = cell + d1;    // the previous point's
-  int* order = last + d1;   // the coordinate of each rank
-  int* vkey = order + d1;
-  int* nkey = vkey + d1;
+  iblock.resize(3 * d1 + d1 * kBlock);
+  int* cell = &iblock[0];  // this point's remainder-0 point
+  int* last = cell + d1;   // the previous point's
+  int* vkey = last + d1;
+  int* masks = vkey + d1;  // d1 x kBlock
   int last_cell = -1;
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
@@ -389,69 +406,115 @@ void PermutohedralLattice::Init(const float* features, int dim,
   for (int i = 0; i < dim; ++i) {
     scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
   }
-  for (int begin = 0; begin < num_points; begin += kBlock) {
-    const int n = std::min(kBlock, num_points - begin);
-    SimplexBlock(features + static_cast<size_t>(begin) * dim, dim, n, scale,
-                 elevated, rem0, rank, bary);
+  for (int p0 = begin; p0 < end; p0 += kBlock) {
+    const int n = std::min(kBlock, end - p0);
+    SimplexBlock(features + static_cast<size_t>(p0) * dim, dim, n, scale,
+                 elevated, rem0, rank, bary, masks);
     for (int b = 0; b < n; ++b) {
-      const size_t at = static_cast<size_t>(begin + b) * d1;
-      int* vertex = &vertex_[at];
-      for (int r = 0; r < d1; ++r) weight_[at + r] = bary[r * kBlock + b];
+      const size_t at = static_cast<size_t>(p0 + b) * d1;
+      int* v = vertex + at;
+      for (int r = 0; r < d1; ++r) weight[at + r] = bary[r * kBlock + b];
       int same = last_cell >= 0 ? 0 : 1;
       for (int i = 0; i < d1; ++i) {
         cell[i] = static_cast<int>(rem0[i * kBlock + b]);
-        order[static_cast<int>(rank[i * kBlock + b])] = i;
         same |= cell[i] ^ last[i];
       }
       // Vertex r of the simplex is the cell's point plus r in every
       // coordinate, less d+1 in the r coordinates ranked highest: the set of
       // those coordinates (a bit mask) names it among the cell's vertices.
       if (!use_cells) {
-        for (int r = 0, mask = 0; r < d1; mask |= 1 << order[dim - r], ++r) {
+        for (int r = 0; r < d1; ++r) {
+          const int mask = masks[r * kBlock + b];
           for (int i = 0; i < dim; ++i) {
             vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
           }
-          vertex[r] = vertices_.FindOrInsert(vkey) + 1;  // +1: row 0 absent
+          v[r] = vertices.FindOrInsert(vkey) + 1;  // +1: row 0 is absent
         }
         continue;
       }
       if (same != 0) {  // a new cell for this point: neighbours often share
-        last_cell = cells_.FindOrInsert(cell);
-        if (last_cell == static_cast<int>(cell_vertex_.size()) / around) {
-          cell_vertex_.resize(cell_vertex_.size() + around, 0);
+        last_cell = cells.FindOrInsert(cell);
+        if (last_cell == static_cast<int>(cell_vertex.size()) / around) {
+          cell_vertex.resize(cell_vertex.size() + around, 0);
         }
         std::copy(cell, cell + d1, last);
       }
-      int* around_cell = &cell_vertex_[static_cast<size_t>(last_cell) * around];
-      for (int r = 0, mask = 0; r < d1; mask |= 1 << order[dim - r], ++r) {
+      int* around_cell = &cell_vertex[static_cast<size_t>(last_cell) * around];
+      for (int r = 0; r < d1; ++r) {
+        const int mask = masks[r * kBlock + b];
         if (around_cell[mask] == 0) {
           for (int i = 0; i < dim; ++i) {
             vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
           }
-          around_cell[mask] = vertices_.FindOrInsert(vkey) + 1;
+          around_cell[mask] = vertices.FindOrInsert(vkey) + 1;
         }
-        vertex[r] = around_cell[mask];
+        v[r] = around_cell[mask];
       }
+    }
+  }
+}
+
+void PermutohedralLattice::Init(const float* features, int dim,
+    int num_points) {
+  dim_ = dim;
+  num_points_ = num_points;
+  const int d1 = dim + 1;
+  vertex_.resize(static_cast<size_t>(num_points) * d1);
+  weight_.resize(static_cast<size_t>(num_points) * d1);
+  // Chunks of points are built in parallel, each with its own tables, then
+  // merged in chunk order: vertices keep their first-touch numbers, so the
+  // lattice is the same on any number of threads.
+  const int chunks = std::max(1, std::min(Threads(), num_points / kChunkPoints));
+  if (static_cast<int>(builders_.size()) < chunks) builders_.resize(chunks);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int c = 0; c < chunks; ++c) {
+    builders_[c].Run(features, dim,
+        static_cast<long long>(num_points) * c / chunks,
+        static_cast<long long>(num_points) * (c + 1) / chunks,
+        &vertex_[0], &weight_[0]);
+  }
+  std::swap(vertices_, builders_[0].vertices);
+  for (int c = 1; c < chunks; ++c) {
+    const KeyTable& local = builders_[c].vertices;
+    std::vector<int>& global = builders_[c].global;
+    global.resize(local.size());
+    for (int v = 0; v < local.size(); ++v) {
+      global[v] = vertices_.FindOrInsert(local.key(v)) + 1;
+    }
+  }
+  if (chunks > 1) {
+#pragma omp parallel for schedule(static)
+    for (int c = 1; c < chunks; ++c) {
+      const int* global = &builders_[c].global[0];
+      const size_t first = static_cast<long long>(num_points) * c / chunks * d1;
+      const size_t last = static_cast<long long>(num_points) * (c + 1) / chunks *
+                          d1;
+      for (size_t i = first; i < last; ++i) vertex_[i] = global[vertex_[i] - 1];
     }
   }
   num_vertices_ = vertices_.size();
 
   // Neighbours of every vertex along each of the d+1 lattice axes.
-  const size_t m = num_vertices_;
-  neighbour_.resize(2 * d1 * m);
-  for (int axis = 0; axis < d1; ++axis) {
-    for (size_t v = 0; v < m; ++v) {
-      const int* k = vertices_.key(v);
+  const int m = num_vertices_;
+  neighbour_.resize(2 * static_cast<size_t>(d1) * m);
+  keys_scratch_.resize(static_cast<size_t>(Threads()) * 2 * dim);
+#pragma omp parallel for schedule(static) if (!Nested() && m > 4096)
+  for (int v = 0; v < m; ++v) {
+    int* lo = &keys_scratch_[static_cast<size_t>(ThreadId()) * 2 * dim];
+    int* hi = lo + dim;
+    const int* k = vertices_.key(v);
+    for (int axis = 0; axis < d1; ++axis) {
       for (int i = 0; i < dim; ++i) {
-        vkey[i] = k[i] - 1;
-        nkey[i] = k[i] + 1;
+        lo[i] = k[i] - 1;
+        hi[i] = k[i] + 1;
       }
       if (axis < dim) {  // the (d+1)-th coordinate is implicit
-        vkey[axis] = k[axis] + dim;
-        nkey[axis] = k[axis] - dim;
+        lo[axis] = k[axis] + dim;
+        hi[axis] = k[axis] - dim;
       }
-      neighbour_[2 * (axis * m + v)] = vertices_.Find(vkey) + 1;
-      neighbour_[2 * (axis * m + v) + 1] = vertices_.Find(nkey) + 1;
+      const size_t at = 2 * (static_cast<size_t>(axis) * m + v);
+      neighbour_[at] = vertices_.Find(lo) + 1;
+      neighbour_[at + 1] = vertices_.Find(hi) + 1;
     }
   }
 }
@@ -561,10 +624,17 @@ void PermutohedralLattice::Filter(const float* in, int value_size, float* out,
 }
 
 size_t PermutohedralLattice::memory_bytes() const {
-  return vertices_.bytes() + cells_.bytes() +
+  size_t bytes = vertices_.bytes();
+  for (size_t c = 0; c < builders_.size(); ++c) {
+    const Builder& b = builders_[c];
+    bytes += b.vertices.bytes() + b.cells.bytes() +
+        sizeof(int) * (b.cell_vertex.capacity() + b.iblock.capacity() +
+                       b.global.capacity()) + sizeof(float) * b.block.capacity();
+  }
+  return bytes +
          sizeof(int) * (vertex_.capacity() + neighbour_.capacity() +
-                        cell_vertex_.capacity() + iblock_.capacity()) +
-         sizeof(float) * (weight_.capacity() + block_.capacity() +
+                        keys_scratch_.capacity()) +
+         sizeof(float) * (weight_.capacity() +
                           splat_.capacity() + partial_.capacity() +
                           blurred_.capacity() + scratch_.capacity() +
                           transposed_.capacity());
