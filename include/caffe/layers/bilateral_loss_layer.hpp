@@ -53,8 +53,6 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   /// between calls (so that same-sized batches do not allocate).
   struct Workspace {
     PermutohedralLattice lattice;
-    std::vector<float> image;     // C x h x w, the (sampled) image
-    std::vector<float> features;  // h*w x (2 + C)
     std::vector<float> prob;      // K x h x w, S as float when Dtype is not
     std::vector<float> roi;       // h*w, 1 inside, 0 outside
     std::vector<float> filtered;  // the derived layer's W products
@@ -105,6 +103,9 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   std::vector<int> next_y_, next_x_;       // second bilinear tap
   std::vector<Dtype> frac_y_, frac_x_;     // weight of the second tap
   std::vector<Workspace> workspaces_;     // one per image
+  // Per thread: the (sampled) image, C x h x w, and its features,
+  // h*w x (2 + C); only the lattice build needs them.
+  std::vector<std::vector<float> > images_, features_;
   std::vector<double> image_loss_;
 };
 

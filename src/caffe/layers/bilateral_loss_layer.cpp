@@ -20,6 +20,14 @@ inline int MaxThreads() {
 #endif
 }
 
+inline int ThreadId() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 // Source taps of a resize from in to out samples by factor s, as PyTorch's
 // interpolate(scale_factor=s) computes them: nearest takes floor(i / s);
 // bilinear (align_corners=False) samples (i + 0.5) / s - 0.5, clamped at 0.
@@ -243,18 +251,20 @@ double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
   const int h = small_height_, w = small_width_, hw = h * w;
   const int C = channels_, dim = 2 + C;
   const int plane = height_ * width_;
-  ws->image.resize(C * hw);
+  std::vector<float>& sampled = images_[ThreadId()];
+  std::vector<float>& features = features_[ThreadId()];
+  sampled.resize(C * hw);
   for (int c = 0; c < C; ++c) {
     for (int ys = 0; ys < h; ++ys) {
       const Dtype* row = image + c * plane + near_y_[ys] * width_;
-      float* out = &ws->image[(c * h + ys) * w];
+      float* out = &sampled[(c * h + ys) * w];
       for (int xs = 0; xs < w; ++xs) out[xs] = row[near_x_[xs]];
     }
   }
-  ws->features.resize(hw * dim);
-  ComputeBilateralFeatures(&ws->image[0], C, h, w, sigma_xy_ * scale_,
-                           sigma_rgb_, &ws->features[0]);
-  ws->lattice.Init(&ws->features[0], dim, hw);
+  features.resize(hw * dim);
+  ComputeBilateralFeatures(&sampled[0], C, h, w, sigma_xy_ * scale_,
+                           sigma_rgb_, &features[0]);
+  ws->lattice.Init(&features[0], dim, hw);
   return ImageLoss(AsFloat(prob, classes_ * hw, &ws->prob), hw, ws);
 }
 
@@ -284,6 +294,10 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   // image at a time with the lattice's own loops in parallel. Each image's
   // arithmetic is the same either way, so results do not depend on threads.
   const int threads = MaxThreads();
+  if (static_cast<int>(images_.size()) < threads) {
+    images_.resize(threads);
+    features_.resize(threads);
+  }
   const bool across_images = num_ >= threads && threads > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (across_images)
   for (int n = 0; n < num_; ++n) {
