@@ -548,12 +548,14 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
                 &weight_[static_cast<size_t>(p0) * d1], acc);
     }
   }
-  for (int c = 1; c < chunks; ++c) {
-    const float* part = &partial_[(c - 1) * size];
+  if (chunks > 1) {  // summed in chunk order, one pass over the rows
+    const float* part = &partial_[0];
     float* acc = &splat_[0];
 #pragma omp parallel for schedule(static) if (!Nested())
     for (long long i = 0; i < static_cast<long long>(size); ++i) {
-      acc[i] += part[i];
+      float sum = acc[i];
+      for (int c = 1; c < chunks; ++c) sum += part[(c - 1) * size + i];
+      acc[i] = sum;
     }
   }
 }
@@ -569,18 +571,23 @@ void PermutohedralLattice::Blur(bool transpose) {
   // [1/2 1 1/2] along each axis in turn, ending in blurred_. Each axis'
   // blur is symmetric and the slice is the splat's transpose, so reversing
   // the axis order applies W's transpose.
-  const float* src = &splat_[0];
-  for (int step = 0; step < d1; ++step) {
-    const int axis = transpose ? d1 - 1 - step : step;
-    float* dst = (d1 - 1 - step) % 2 == 0 ? &blurred_[0] : &scratch_[0];
-    const int* neighbour = &neighbour_[2 * static_cast<size_t>(axis) * m];
-    const int threads = Threads();
-#pragma omp parallel for schedule(static) if (threads > 1 && m > 1024)
-    for (int t = 0; t < threads; ++t) {
-      BlurRows(src, neighbour, static_cast<long long>(m) * t / threads,
-               static_cast<long long>(m) * (t + 1) / threads, stride_, dst);
+  // One parallel region for all the steps (a barrier between steps, not a
+  // fork and join each).
+  const int threads = Threads();
+#pragma omp parallel num_threads(threads) if (threads > 1 && m > 1024)
+  {
+    const float* src = &splat_[0];
+    for (int step = 0; step < d1; ++step) {
+      const int axis = transpose ? d1 - 1 - step : step;
+      float* dst = (d1 - 1 - step) % 2 == 0 ? &blurred_[0] : &scratch_[0];
+      const int* neighbour = &neighbour_[2 * static_cast<size_t>(axis) * m];
+#pragma omp for schedule(static)
+      for (int t = 0; t < threads; ++t) {
+        BlurRows(src, neighbour, static_cast<long long>(m) * t / threads,
+                 static_cast<long long>(m) * (t + 1) / threads, stride_, dst);
+      }
+      src = dst;
     }
-    src = dst;
   }
 }
 
