@@ -113,11 +113,12 @@ class PermutohedralLattice {
   // Vertex values: (num_vertices + 1) rows of stride_ floats (row 0 is 0).
   int value_size_;
   int stride_;
-  std::vector<float> splat_;      // chunk 0 of the splat, kept for the dot
+  std::vector<float> splat_;      // the splat (chunk 0, then the sum), kept
   std::vector<float> partial_;    // the other chunks' splats
   std::vector<float> blurred_;
   std::vector<float> scratch_;
-  std::vector<float> transposed_;  // per-thread point blocks, interleaved
+  // Per-thread tiles of points, interleaved; scratch, so Slice stays const.
+  mutable std::vector<float> transposed_;
 };
 
 /// Per-pixel features (x/sigma_xy, y/sigma_xy, I_1/sigma_rgb, ...,
