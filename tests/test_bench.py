@@ -7,6 +7,8 @@ import csv
 import numpy as np
 import pytest
 
+from conftest import rloss_cli
+
 
 @pytest.fixture(scope="module")
 def native(caffe):
@@ -54,3 +56,12 @@ def test_tiny_run_writes_report(caffe, tmp_path):
     text = (tmp_path / "bench.md").read_text()
     assert "| 33² | 3 | 2 | 1 |" in text and "× bound" in text and "Memory" in text
     assert text.splitlines()[0] == lines[0]
+
+
+@pytest.mark.parametrize("bad, msg", [(["--sizes", "0"], "--sizes must be positive, got 0"),
+                                      (["--threads", "-1"], "--threads must be positive"),
+                                      (["--reps", "0"], "--reps must be at least 1")])
+def test_bad_options_are_refused(bad, msg, tmp_path):
+    r = rloss_cli("bench", "--out", tmp_path / "b", *bad, check=False)
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists()

@@ -301,7 +301,6 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
     log(f"  {cfg.label:<28} layer {1e3 * res.median('layer'):8.1f} ms   published "
         f"{1e3 * res.median('published'):8.1f} ms" +
         (f"   pydensecrf2 {1e3 * res.median('pydensecrf2'):8.1f} ms" if with_pydensecrf else ""))
-    del net
     return res
 
 
@@ -343,7 +342,6 @@ def memory_report(native: Native, size: int, classes: int, batch: int,
     out = dict(layer_bytes=rss[0] - before - blobs, blob_bytes=float(blobs),
                growth_bytes=float(rss[-1] - rss[min(2, len(rss) - 1)]),
                iterations=float(iterations), lattice_bytes=native.lattice_bytes())
-    del net
     return out
 
 

@@ -370,6 +370,13 @@ def cmd_demo(a: argparse.Namespace) -> None:
 def cmd_bench(a: argparse.Namespace) -> None:
     from . import bench
 
+    for name in ("sizes", "classes", "batches", "threads"):
+        bad = [v for v in getattr(a, name) if v < 1]
+        if bad:
+            _die(f"--{name} must be positive, got {bad[0]}")
+    if a.reps < 1:
+        _die(f"--reps must be at least 1, got {a.reps}")
+
     lines = bench.run(Path(a.out), a.sizes, a.classes, a.batches, a.threads, a.reps)
     print()
     print("\n".join(lines))
