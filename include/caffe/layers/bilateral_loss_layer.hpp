@@ -49,16 +49,20 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   }
 
  protected:
-  /// One image's lattice and buffers, kept from Forward to Backward and
-  /// between calls (so that same-sized batches do not allocate).
+  /// One image's lattice and what Backward needs of it, kept from Forward
+  /// to Backward and between calls (same-sized batches do not allocate).
   struct Workspace {
     PermutohedralLattice lattice;
+    std::vector<float> roi;   // h*w, 1 inside, 0 outside
+    std::vector<float> grad;  // the derived layer's stored gradient, if any
+  };
+  /// One thread's scratch, reused image after image.
+  struct Scratch {
+    std::vector<float> image;     // C x h x w, the (sampled) image
+    std::vector<float> features;  // h*w x (2 + C)
     std::vector<float> prob;      // K x h x w, S as float when Dtype is not
-    std::vector<float> roi;       // h*w, 1 inside, 0 outside
-    std::vector<float> filtered;  // the derived layer's W products
-    std::vector<float> grad;      // the derived layer's stored gradient
-    std::vector<float> extra;     // the derived layer's scratch
     std::vector<float> diff;      // ImageGradient's output when Dtype is not
+    std::vector<float> a, b;      // the derived layer's
   };
 
   /// The derived layer's kernel widths and resolution, and its parameter's
@@ -68,7 +72,8 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   virtual const char* param_name() const = 0;
   /// One image, its lattice built: returns the image's loss term for the
   /// probabilities prob (K x hw, planar) inside ws->roi.
-  virtual double ImageLoss(const float* prob, int hw, Workspace* ws) = 0;
+  virtual double ImageLoss(const float* prob, int hw, Workspace* ws,
+      Scratch* scratch) = 0;
   /// After ImageLoss on the same workspace: diff (K x hw, planar) = scale *
   /// d(image term)/dS, zero outside the ROI.
   virtual void ImageGradient(int hw, float scale, Workspace* ws,
@@ -89,7 +94,8 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   /// ... and its adjoint, accumulated into a zeroed H x W plane.
   void DownsampleAdjoint(const Dtype* src, Dtype* tmp, Dtype* dst) const;
   /// Builds one image's lattice, then calls ImageLoss.
-  double FilterImage(const Dtype* image, const Dtype* prob, Workspace* ws);
+  double FilterImage(const Dtype* image, const Dtype* prob, Workspace* ws,
+      Scratch* scratch);
 
   float sigma_xy_;
   float sigma_rgb_;
@@ -103,9 +109,7 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   std::vector<int> next_y_, next_x_;       // second bilinear tap
   std::vector<Dtype> frac_y_, frac_x_;     // weight of the second tap
   std::vector<Workspace> workspaces_;     // one per image
-  // Per thread: the (sampled) image, C x h x w, and its features,
-  // h*w x (2 + C); only the lattice build needs them.
-  std::vector<std::vector<float> > images_, features_;
+  std::vector<Scratch> scratch_;          // one per thread
   std::vector<double> image_loss_;
 };
 

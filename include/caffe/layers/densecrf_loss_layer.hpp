@@ -35,10 +35,12 @@ class DenseCRFLossLayer : public BilateralLossLayer<Dtype> {
 
  protected:
   typedef typename BilateralLossLayer<Dtype>::Workspace Workspace;
+  typedef typename BilateralLossLayer<Dtype>::Scratch Scratch;
   virtual void ReadParam(float* sigma_xy, float* sigma_rgb,
       float* scale_factor) const;
   virtual const char* param_name() const { return "densecrf_loss_param"; }
-  virtual double ImageLoss(const float* prob, int hw, Workspace* ws);
+  virtual double ImageLoss(const float* prob, int hw, Workspace* ws,
+      Scratch* scratch);
   virtual void ImageGradient(int hw, float scale, Workspace* ws, float* diff);
 };
 

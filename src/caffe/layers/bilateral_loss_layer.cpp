@@ -247,12 +247,12 @@ void BilateralLossLayer<Dtype>::DownsampleAdjoint(const Dtype* src, Dtype* tmp,
 
 template <typename Dtype>
 double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
-    const Dtype* prob, Workspace* ws) {
+    const Dtype* prob, Workspace* ws, Scratch* scratch) {
   const int h = small_height_, w = small_width_, hw = h * w;
   const int C = channels_, dim = 2 + C;
   const int plane = height_ * width_;
-  std::vector<float>& sampled = images_[ThreadId()];
-  std::vector<float>& features = features_[ThreadId()];
+  std::vector<float>& sampled = scratch->image;
+  std::vector<float>& features = scratch->features;
   sampled.resize(C * hw);
   for (int c = 0; c < C; ++c) {
     for (int ys = 0; ys < h; ++ys) {
@@ -265,7 +265,8 @@ double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
   ComputeBilateralFeatures(&sampled[0], C, h, w, sigma_xy_ * scale_,
                            sigma_rgb_, &features[0]);
   ws->lattice.Init(&features[0], dim, hw);
-  return ImageLoss(AsFloat(prob, classes_ * hw, &ws->prob), hw, ws);
+  return ImageLoss(AsFloat(prob, classes_ * hw, &scratch->prob), hw, ws,
+                   scratch);
 }
 
 template <typename Dtype>
@@ -294,15 +295,12 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   // image at a time with the lattice's own loops in parallel. Each image's
   // arithmetic is the same either way, so results do not depend on threads.
   const int threads = MaxThreads();
-  if (static_cast<int>(images_.size()) < threads) {
-    images_.resize(threads);
-    features_.resize(threads);
-  }
+  if (static_cast<int>(scratch_.size()) < threads) scratch_.resize(threads);
   const bool across_images = num_ >= threads && threads > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (across_images)
   for (int n = 0; n < num_; ++n) {
     image_loss_[n] = FilterImage(image + n * channels_ * plane,
-        prob + n * classes_ * hw, &workspaces_[n]);
+        prob + n * classes_ * hw, &workspaces_[n], &scratch_[ThreadId()]);
   }
   double loss = 0;
   for (int n = 0; n < num_; ++n) loss += image_loss_[n];
@@ -333,13 +331,14 @@ void BilateralLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   Dtype* diff = scale_ == 1 ? bottom[1]->mutable_cpu_diff()
                             : small_prob_.mutable_cpu_diff();
   const int threads = MaxThreads();
+  if (static_cast<int>(scratch_.size()) < threads) scratch_.resize(threads);
   const bool across_images = num_ >= threads && threads > 1;
 #pragma omp parallel for schedule(dynamic, 1) if (across_images)
   for (int n = 0; n < num_; ++n) {
-    Workspace* ws = &workspaces_[n];
+    std::vector<float>& buffer = scratch_[ThreadId()].diff;
     Dtype* out = diff + n * count;
-    ImageGradient(hw, scale, ws, FloatOut(out, count, &ws->diff));
-    FinishOut(out, ws->diff);
+    ImageGradient(hw, scale, &workspaces_[n], FloatOut(out, count, &buffer));
+    FinishOut(out, buffer);
   }
   if (scale_ == 1) return;
   Dtype* tmp = resize_tmp_.mutable_cpu_diff();

@@ -17,7 +17,7 @@ void DenseCRFLossLayer<Dtype>::ReadParam(float* sigma_xy, float* sigma_rgb,
 // only; the slice waits for Backward.
 template <typename Dtype>
 double DenseCRFLossLayer<Dtype>::ImageLoss(const float* prob, int hw,
-    Workspace* ws) {
+    Workspace* ws, Scratch*) {
   ws->lattice.Splat(prob, this->classes_, &ws->roi[0]);
   ws->lattice.Blur();
   return -ws->lattice.SplatDotBlurred();

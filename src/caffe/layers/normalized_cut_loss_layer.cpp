@@ -17,19 +17,19 @@ void NormalizedCutLossLayer<Dtype>::ReadParam(float* sigma_xy,
 
 template <typename Dtype>
 double NormalizedCutLossLayer<Dtype>::ImageLoss(const float* prob, int hw,
-    Workspace* ws) {
+    Workspace* ws, Scratch* scratch) {
   const int K = this->classes_, V = K + 1;
   const float* roi = &ws->roi[0];
   // x = S (.) R and R, planar: [x_1 .. x_K, R] -> [W x_1 .. W x_K, d] in
   // one pass; then W' x.
-  ws->extra.resize(hw * V);
-  float* x = &ws->extra[0];
+  scratch->a.resize(hw * V);
+  float* x = &scratch->a[0];
   for (int k = 0; k < K; ++k) {
     for (int i = 0; i < hw; ++i) x[k * hw + i] = prob[k * hw + i] * roi[i];
   }
   std::copy(roi, roi + hw, x + K * hw);
-  ws->filtered.resize(hw * V + hw * K);
-  float* wx = &ws->filtered[0];
+  scratch->b.resize(hw * V + hw * K);
+  float* wx = &scratch->b[0];
   float* wtx = wx + hw * V;
   ws->lattice.Filter(x, V, wx);
   ws->lattice.Filter(x, K, wtx, true);

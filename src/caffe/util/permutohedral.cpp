@@ -471,7 +471,7 @@ void PermutohedralLattice::Init(const float* features, int dim,
     builders_[c].Run(features, dim,
         static_cast<long long>(num_points) * c / chunks,
         static_cast<long long>(num_points) * (c + 1) / chunks,
-        &vertex_[0], &weight_[0]);
+        vertex_.data(), weight_.data());
   }
   std::swap(vertices_, builders_[0].vertices);
   for (int c = 1; c < chunks; ++c) {
@@ -534,7 +534,7 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
   const int stride = stride_;
 #pragma omp parallel for schedule(static) if (!Nested() && chunks > 1)
   for (int c = 0; c < chunks; ++c) {
-    float* acc = c == 0 ? &splat_[0] : &partial_[(c - 1) * size];
+    float* acc = c == 0 ? splat_.data() : &partial_[(c - 1) * size];
     float* tile = &transposed_[static_cast<size_t>(ThreadId()) * kTile *
                                stride];
     const int end = static_cast<int>(static_cast<long long>(n) * (c + 1) /
@@ -550,7 +550,7 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
   }
   if (chunks > 1) {  // summed in chunk order, one pass over the rows
     const float* part = &partial_[0];
-    float* acc = &splat_[0];
+    float* acc = splat_.data();
 #pragma omp parallel for schedule(static) if (!Nested())
     for (long long i = 0; i < static_cast<long long>(size); ++i) {
       float sum = acc[i];
@@ -576,10 +576,10 @@ void PermutohedralLattice::Blur(bool transpose) {
   const int threads = Threads();
 #pragma omp parallel num_threads(threads) if (threads > 1 && m > 1024)
   {
-    const float* src = &splat_[0];
+    const float* src = splat_.data();
     for (int step = 0; step < d1; ++step) {
       const int axis = transpose ? d1 - 1 - step : step;
-      float* dst = (d1 - 1 - step) % 2 == 0 ? &blurred_[0] : &scratch_[0];
+      float* dst = (d1 - 1 - step) % 2 == 0 ? blurred_.data() : scratch_.data();
       const int* neighbour = &neighbour_[2 * static_cast<size_t>(axis) * m];
 #pragma omp for schedule(static)
       for (int t = 0; t < threads; ++t) {
@@ -604,7 +604,7 @@ void PermutohedralLattice::Slice(float* out, float scale,
     const int p0 = i * kTile, nt = std::min(kTile, n - p0);
     float* tile = &tiles_buffer[static_cast<size_t>(ThreadId()) * kTile *
                                 stride];
-    SliceTile(&blurred_[0], nt, d1, stride,
+    SliceTile(blurred_.data(), nt, d1, stride,
               &vertex_[static_cast<size_t>(p0) * d1],
               &weight_[static_cast<size_t>(p0) * d1], tile);
     ScatterTile(tile, nt, vs, stride, alpha,
