@@ -65,12 +65,13 @@ class PermutohedralLattice {
    public:
     KeyTable() : key_size_(0), mask_(0), size_(0) {}
     void Reset(int key_size);
-    /// The key's index, or -1.
-    int Find(const int* key) const;
+    /// The key's index, or -1; h is the key's hash (HashKey in the .cpp).
+    int Find(const int* key, unsigned int h) const;
     /// The key's index, inserting it (as index size()) if absent.
-    int FindOrInsert(const int* key);
+    int FindOrInsert(const int* key, unsigned int h);
     int size() const { return size_; }
     const int* key(int index) const { return &keys_[index * key_size_]; }
+    unsigned int hash(int index) const { return hashes_[index]; }
     size_t bytes() const;
 
    private:
@@ -79,8 +80,9 @@ class PermutohedralLattice {
     unsigned int mask_;
     int size_;
     std::vector<int> keys_;           // size_ x key_size_
-    std::vector<int> slot_;           // index or -1
-    std::vector<unsigned int> hash_;  // each slot's full hash
+    std::vector<int> slot_;             // index or -1
+    std::vector<unsigned int> hash_;    // each slot's full hash
+    std::vector<unsigned int> hashes_;  // each index's hash
   };
 
   int dim_;
@@ -107,6 +109,9 @@ class PermutohedralLattice {
     KeyTable cells;
     std::vector<int> cell_vertex;
     std::vector<int> global;  // this builder's vertices in the merged table
+    std::vector<unsigned int> factor;     // KeyFactor(i)
+    std::vector<unsigned int> step_down;  // per mask: its hash offset
+    std::vector<unsigned int> hash;       // a block's cell hashes
     std::vector<float> block;  // one block of points, structure of arrays
     std::vector<int> iblock;
   };

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -28,6 +29,7 @@ const int kTile = 64;        // points per transpose tile in splat and slice
 const int kLanes = 8;        // vertex rows are padded to whole AVX vectors
 const int kChunkPoints = 16384;  // points per splat chunk (at most kChunks)
 const int kChunks = 4;
+const int kPrefetch = 128;   // floats ahead in each plane when streaming
 
 inline bool Nested() {
 #ifdef _OPENMP
@@ -53,12 +55,28 @@ inline int ThreadId() {
 #endif
 }
 
+// Keys hash linearly, h = sum_i key_i * KeyFactor(i) (mod 2^32), so that the
+// hash of a vertex follows from its cell's, and a neighbour's from the
+// vertex's, by adding constants. The factors are fixed pseudo-random odd
+// numbers (a murmur finaliser of i), so small key differences do not cancel.
+inline unsigned int Mix(unsigned int h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+
+inline unsigned int KeyFactor(int i) {
+  return Mix(0x9e3779b9u * static_cast<unsigned int>(i + 1)) | 1u;
+}
+
 inline unsigned int HashKey(const int* key, int dim) {
   unsigned int h = 0;
   for (int i = 0; i < dim; ++i) {
-    h = (h + static_cast<unsigned int>(key[i])) * 2654435761u;
+    h += static_cast<unsigned int>(key[i]) * KeyFactor(i);
   }
-  return h ^ (h >> 15);
+  return h;
 }
 
 // Elevates a block of n <= kBlock points onto the hyperplane sum(x) = 0 of
@@ -66,10 +84,14 @@ inline unsigned int HashKey(const int* key, int dim) {
 // the rank of each coordinate and the barycentric weights. Arrays are
 // coordinate-major ([i * kBlock + b]) and all float (ranks are small whole
 // numbers) so that the loops over b vectorise; lanes b >= n are padding.
+// Also each point's cell (its remainder-0 point): the cell's hash (with
+// factor[i] = KeyFactor(i)) and whether it is the previous point's; prev holds
+// the cell of the point before the block, and is updated to the block's last.
 // elevated is left holding scratch.
 RLOSS_VECTOR_CLONES
 void SimplexBlock(const float* features, int dim, int n, const float* scale,
-    float* elevated, float* rem0, float* rank, float* bary, int* mask) {
+    const unsigned int* factor, float* prev, float* elevated, float* rem0,
+    float* rank, float* bary, int* mask, unsigned int* hash, int* same) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
@@ -127,6 +149,24 @@ void SimplexBlock(const float* features, int dim, int n, const float* scale,
       rank[i * kBlock + b] = r + shift * d1;
       rem0[i * kBlock + b] += shift * d1;
     }
+  }
+  // The cell's key is its first dim coordinates (they sum to zero).
+#pragma omp simd
+  for (int b = 0; b < kBlock; ++b) {
+    hash[b] = 0;
+    same[b] = 1;
+  }
+  for (int i = 0; i < dim; ++i) {
+    const float* c = rem0 + i * kBlock;
+    const unsigned int f = factor[i];
+    same[0] = same[0] && c[0] == prev[i];
+#pragma omp simd
+    for (int b = 1; b < kBlock; ++b) same[b] &= c[b] == c[b - 1] ? 1 : 0;
+#pragma omp simd
+    for (int b = 0; b < kBlock; ++b) {
+      hash[b] += static_cast<unsigned int>(static_cast<int>(c[b])) * f;
+    }
+    prev[i] = c[n - 1];
   }
   // Barycentric weights. With v_i the residual / (d+1) and u_j the v of
   // the coordinate ranked dim - j: bary_j = u_j - u_{j-1}, bary_0 = 1 + u_0
@@ -209,14 +249,21 @@ inline void Transpose8(Float8 r[8]) {
 }
 
 // tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
-// zero for k in [vs, stride): planar values to interleaved rows.
+// zero for k in [vs, stride): planar values to interleaved rows. Each plane
+// has avail points from in on, for prefetching.
 RLOSS_VECTOR_CLONES
-void GatherTile(const float* in, size_t plane, int vs, int nt,
+void GatherTile(const float* in, size_t plane, int vs, int nt, int avail,
     const float* point_weight, int stride, float* tile) {
   int t0 = 0;
   for (; t0 + 8 <= nt; t0 += 8) {
     Float8 w = {1, 1, 1, 1, 1, 1, 1, 1};
     if (point_weight) w = Load8(point_weight + t0);
+    if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
+      // vs streams are too many for the hardware prefetcher
+      for (int k = 0; k < vs; ++k) {
+        __builtin_prefetch(in + k * plane + t0 + kPrefetch);
+      }
+    }
     for (int k0 = 0; k0 < stride; k0 += 8) {
       Float8 r[8];
       for (int i = 0; i < 8; ++i) {
@@ -236,14 +283,19 @@ void GatherTile(const float* in, size_t plane, int vs, int nt,
 }
 
 // out[k * plane + t] = scale * point_weight[t] * tile[t * stride + k]:
-// interleaved rows back to planar values.
+// interleaved rows back to planar values (avail points from out on).
 RLOSS_VECTOR_CLONES
-void ScatterTile(const float* tile, int nt, int vs, int stride, float scale,
-    const float* point_weight, size_t plane, float* out) {
+void ScatterTile(const float* tile, int nt, int avail, int vs, int stride,
+    float scale, const float* point_weight, size_t plane, float* out) {
   int t0 = 0;
   for (; t0 + 8 <= nt; t0 += 8) {
     Float8 w = {scale, scale, scale, scale, scale, scale, scale, scale};
     if (point_weight) w *= Load8(point_weight + t0);
+    if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
+      for (int k = 0; k < vs; ++k) {
+        __builtin_prefetch(out + k * plane + t0 + kPrefetch, 1);
+      }
+    }
     for (int k0 = 0; k0 < vs; k0 += 8) {
       Float8 r[8];
       for (int i = 0; i < 8; ++i) r[i] = Load8(tile + (t0 + i) * stride + k0);
@@ -259,37 +311,73 @@ void ScatterTile(const float* tile, int nt, int vs, int stride, float scale,
   }
 }
 
-// acc[vertex rows] += weight * tile[t] for n points of one tile.
-RLOSS_VECTOR_CLONES
-void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
-    const float* weight, float* acc) {
+// acc[vertex rows] += weight * tile[t] for n points of one tile, channels
+// [k0, k0 + 8 V): each point's V vectors stay in registers over its vertices.
+template <int V>
+inline void SplatColumns(const float* tile, int n, int d1, int stride, int k0,
+    const int* vertex, const float* weight, float* acc) {
   for (int t = 0; t < n; ++t) {
-    const float* x = tile + t * stride;
+    Float8 x[V];
+    for (int j = 0; j < V; ++j) x[j] = Load8(tile + t * stride + k0 + 8 * j);
+    const int* v = vertex + t * d1;
+    const float* w = weight + t * d1;
     for (int r = 0; r < d1; ++r) {
-      float* row = acc + static_cast<size_t>(vertex[t * d1 + r]) * stride;
-      const float w = weight[t * d1 + r];
-      for (int k = 0; k < stride; k += kLanes) {
-#pragma omp simd
-        for (int j = 0; j < kLanes; ++j) row[k + j] += w * x[k + j];
+      float* row = acc + static_cast<size_t>(v[r]) * stride + k0;
+      const float wr = w[r];
+      for (int j = 0; j < V; ++j) {
+        Store8(row + 8 * j, Load8(row + 8 * j) + wr * x[j]);
       }
     }
   }
 }
 
-// tile[t] = sum_r weight * values[vertex rows] for n points of one tile,
-// eight channels at a time in a register (no read-modify-write of tile).
 RLOSS_VECTOR_CLONES
-void SliceTile(const float* values, int n, int d1, int stride,
-    const int* vertex, const float* weight, float* tile) {
+void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
+    const float* weight, float* acc) {
+  for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
+    switch (std::min(4, (stride - k0) / kLanes)) {
+      case 1: SplatColumns<1>(tile, n, d1, stride, k0, vertex, weight, acc);
+              break;
+      case 2: SplatColumns<2>(tile, n, d1, stride, k0, vertex, weight, acc);
+              break;
+      case 3: SplatColumns<3>(tile, n, d1, stride, k0, vertex, weight, acc);
+              break;
+      default: SplatColumns<4>(tile, n, d1, stride, k0, vertex, weight, acc);
+    }
+  }
+}
+
+// tile[t] = sum_r weight * values[vertex rows] for n points of one tile,
+// channels [k0, k0 + 8 V), with V independent accumulators per point.
+template <int V>
+inline void SliceColumns(const float* values, int n, int d1, int stride,
+    int k0, const int* vertex, const float* weight, float* tile) {
   for (int t = 0; t < n; ++t) {
     const int* v = vertex + t * d1;
     const float* w = weight + t * d1;
-    for (int k = 0; k < stride; k += kLanes) {
-      Float8 acc = {0};
-      for (int r = 0; r < d1; ++r) {
-        acc += w[r] * Load8(values + static_cast<size_t>(v[r]) * stride + k);
-      }
-      Store8(tile + t * stride + k, acc);
+    Float8 acc[V];
+    for (int j = 0; j < V; ++j) acc[j] = Float8{0, 0, 0, 0, 0, 0, 0, 0};
+    for (int r = 0; r < d1; ++r) {
+      const float* row = values + static_cast<size_t>(v[r]) * stride + k0;
+      const float wr = w[r];
+      for (int j = 0; j < V; ++j) acc[j] += wr * Load8(row + 8 * j);
+    }
+    for (int j = 0; j < V; ++j) Store8(tile + t * stride + k0 + 8 * j, acc[j]);
+  }
+}
+
+RLOSS_VECTOR_CLONES
+void SliceTile(const float* values, int n, int d1, int stride,
+    const int* vertex, const float* weight, float* tile) {
+  for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
+    switch (std::min(4, (stride - k0) / kLanes)) {
+      case 1: SliceColumns<1>(values, n, d1, stride, k0, vertex, weight, tile);
+              break;
+      case 2: SliceColumns<2>(values, n, d1, stride, k0, vertex, weight, tile);
+              break;
+      case 3: SliceColumns<3>(values, n, d1, stride, k0, vertex, weight, tile);
+              break;
+      default: SliceColumns<4>(values, n, d1, stride, k0, vertex, weight, tile);
     }
   }
 }
@@ -323,15 +411,16 @@ inline void PermutohedralLattice::KeyTable::Reset(int key_size) {
   key_size_ = key_size;
   size_ = 0;
   keys_.clear();
+  hashes_.clear();
   if (slot_.empty()) slot_.resize(1024);
   std::fill(slot_.begin(), slot_.end(), -1);
   hash_.resize(slot_.size());
   mask_ = slot_.size() - 1;
 }
 
-inline int PermutohedralLattice::KeyTable::Find(const int* key) const {
-  const unsigned int h = HashKey(key, key_size_);
-  for (unsigned int s = h & mask_; slot_[s] >= 0; s = (s + 1) & mask_) {
+inline int PermutohedralLattice::KeyTable::Find(const int* key,
+    unsigned int h) const {
+  for (unsigned int s = Mix(h) & mask_; slot_[s] >= 0; s = (s + 1) & mask_) {
     if (hash_[s] != h) continue;
     const int* k = &keys_[static_cast<size_t>(slot_[s]) * key_size_];
     int diff = 0;
@@ -341,9 +430,9 @@ inline int PermutohedralLattice::KeyTable::Find(const int* key) const {
   return -1;
 }
 
-inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key) {
-  const unsigned int h = HashKey(key, key_size_);
-  unsigned int s = h & mask_;
+inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key,
+    unsigned int h) {
+  unsigned int s = Mix(h) & mask_;
   for (; slot_[s] >= 0; s = (s + 1) & mask_) {
     if (hash_[s] != h) continue;
     const int* k = &keys_[static_cast<size_t>(slot_[s]) * key_size_];
@@ -353,7 +442,8 @@ inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key) {
   }
   slot_[s] = size_;
   hash_[s] = h;
-  keys_.insert(keys_.end(), key, key + key_size_);
+  for (int i = 0; i < key_size_; ++i) keys_.push_back(key[i]);
+  hashes_.push_back(h);
   if (2 * ++size_ > static_cast<int>(slot_.size())) Grow();  // load < 1/2
   return size_ - 1;
 }
@@ -363,16 +453,16 @@ void PermutohedralLattice::KeyTable::Grow() {
   hash_.resize(slot_.size());
   mask_ = slot_.size() - 1;
   for (int v = 0; v < size_; ++v) {
-    const unsigned int h = HashKey(key(v), key_size_);
-    unsigned int s = h & mask_;
+    unsigned int s = Mix(hashes_[v]) & mask_;
     while (slot_[s] >= 0) s = (s + 1) & mask_;
     slot_[s] = v;
-    hash_[s] = h;
+    hash_[s] = hashes_[v];
   }
 }
 
 size_t PermutohedralLattice::KeyTable::bytes() const {
-  return sizeof(int) * (keys_.capacity() + slot_.capacity() + hash_.capacity());
+  return sizeof(int) * (keys_.capacity() + slot_.capacity() + hash_.capacity() +
+                        hashes_.capacity());
 }
 
 // Finds the simplices of points [begin, end): their weights, and their
@@ -388,18 +478,36 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
   // every point is looked up in the vertex table.
   const bool use_cells = d1 <= 10;
   const int around = use_cells ? 1 << d1 : 0;
-  block.resize((4 * d1 + 1) * kBlock + dim);
+  block.resize((4 * d1 + 1) * kBlock + 2 * dim);
   float* elevated = &block[0];
   float* rem0 = elevated + d1 * kBlock;
   float* rank = rem0 + d1 * kBlock;
   float* bary = rank + d1 * kBlock;
   float* scale = bary + (d1 + 1) * kBlock;
-  iblock.resize(3 * d1 + d1 * kBlock);
+  float* prev = scale + dim;
+  iblock.resize(2 * d1 + (d1 + 1) * kBlock);
   int* cell = &iblock[0];  // this point's remainder-0 point
-  int* last = cell + d1;   // the previous point's
-  int* vkey = last + d1;
+  int* vkey = cell + d1;
   int* masks = vkey + d1;  // d1 x kBlock
+  int* same = masks + d1 * kBlock;
+  // Hashes: a vertex's is its cell's plus r * sum_i factor_i, less d1 times
+  // the factors of the coordinates its mask steps down.
+  factor.resize(dim);
+  hash.resize(kBlock);
+  step_down.resize(around);
+  unsigned int factor_sum = 0;
+  for (int i = 0; i < dim; ++i) {
+    factor[i] = KeyFactor(i);
+    factor_sum += factor[i];
+  }
+  for (int m = 0; m < around; ++m) {
+    unsigned int sum = 0;
+    for (int i = 0; i < dim; ++i) sum += (m >> i) & 1 ? factor[i] : 0;
+    step_down[m] = sum * d1;
+  }
+  std::fill(prev, prev + dim, std::numeric_limits<float>::quiet_NaN());
   int last_cell = -1;
+  unsigned int cell_hash = 0;
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
   const float inv_std = std::sqrt(2.0 / 3.0) * d1;
@@ -409,15 +517,17 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
   for (int p0 = begin; p0 < end; p0 += kBlock) {
     const int n = std::min(kBlock, end - p0);
     SimplexBlock(features + static_cast<size_t>(p0) * dim, dim, n, scale,
-                 elevated, rem0, rank, bary, masks);
+                 &factor[0], prev, elevated, rem0, rank, bary, masks,
+                 &hash[0], same);
     for (int b = 0; b < n; ++b) {
       const size_t at = static_cast<size_t>(p0 + b) * d1;
       int* v = vertex + at;
       for (int r = 0; r < d1; ++r) weight[at + r] = bary[r * kBlock + b];
-      int same = last_cell >= 0 ? 0 : 1;
-      for (int i = 0; i < d1; ++i) {
-        cell[i] = static_cast<int>(rem0[i * kBlock + b]);
-        same |= cell[i] ^ last[i];
+      if (!same[b]) {
+        for (int i = 0; i < d1; ++i) {
+          cell[i] = static_cast<int>(rem0[i * kBlock + b]);
+        }
+        cell_hash = hash[b];
       }
       // Vertex r of the simplex is the cell's point plus r in every
       // coordinate, less d+1 in the r coordinates ranked highest: the set of
@@ -428,16 +538,15 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
           for (int i = 0; i < dim; ++i) {
             vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
           }
-          v[r] = vertices.FindOrInsert(vkey) + 1;  // +1: row 0 is absent
+          v[r] = vertices.FindOrInsert(vkey, HashKey(vkey, dim)) + 1;
         }
         continue;
       }
-      if (same != 0) {  // a new cell for this point: neighbours often share
-        last_cell = cells.FindOrInsert(cell);
+      if (!same[b]) {  // a new cell for this point: neighbours often share
+        last_cell = cells.FindOrInsert(cell, cell_hash);
         if (last_cell == static_cast<int>(cell_vertex.size()) / around) {
           cell_vertex.resize(cell_vertex.size() + around, 0);
         }
-        std::copy(cell, cell + d1, last);
       }
       int* around_cell = &cell_vertex[static_cast<size_t>(last_cell) * around];
       for (int r = 0; r < d1; ++r) {
@@ -446,7 +555,8 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
           for (int i = 0; i < dim; ++i) {
             vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
           }
-          around_cell[mask] = vertices.FindOrInsert(vkey) + 1;
+          around_cell[mask] = vertices.FindOrInsert(
+              vkey, cell_hash + r * factor_sum - step_down[mask]) + 1;
         }
         v[r] = around_cell[mask];
       }
@@ -479,7 +589,7 @@ void PermutohedralLattice::Init(const float* features, int dim,
     std::vector<int>& global = builders_[c].global;
     global.resize(local.size());
     for (int v = 0; v < local.size(); ++v) {
-      global[v] = vertices_.FindOrInsert(local.key(v)) + 1;
+      global[v] = vertices_.FindOrInsert(local.key(v), local.hash(v)) + 1;
     }
   }
   if (chunks > 1) {
@@ -494,27 +604,37 @@ void PermutohedralLattice::Init(const float* features, int dim,
   }
   num_vertices_ = vertices_.size();
 
-  // Neighbours of every vertex along each of the d+1 lattice axes.
+  // Neighbours of every vertex along each of the d+1 lattice axes: all
+  // coordinates -1 (or +1), the axis' one +d (or -d); the last is implicit.
   const int m = num_vertices_;
   neighbour_.resize(2 * static_cast<size_t>(d1) * m);
   keys_scratch_.resize(static_cast<size_t>(Threads()) * 2 * dim);
+  unsigned int factor_sum = 0;
+  for (int i = 0; i < dim; ++i) factor_sum += KeyFactor(i);
 #pragma omp parallel for schedule(static) if (!Nested() && m > 4096)
   for (int v = 0; v < m; ++v) {
     int* lo = &keys_scratch_[static_cast<size_t>(ThreadId()) * 2 * dim];
     int* hi = lo + dim;
     const int* k = vertices_.key(v);
+    const unsigned int h = vertices_.hash(v);
+    for (int i = 0; i < dim; ++i) {
+      lo[i] = k[i] - 1;
+      hi[i] = k[i] + 1;
+    }
     for (int axis = 0; axis < d1; ++axis) {
-      for (int i = 0; i < dim; ++i) {
-        lo[i] = k[i] - 1;
-        hi[i] = k[i] + 1;
-      }
-      if (axis < dim) {  // the (d+1)-th coordinate is implicit
+      unsigned int shift = 0;
+      if (axis < dim) {
         lo[axis] = k[axis] + dim;
         hi[axis] = k[axis] - dim;
+        shift = KeyFactor(axis) * d1;
       }
       const size_t at = 2 * (static_cast<size_t>(axis) * m + v);
-      neighbour_[at] = vertices_.Find(lo) + 1;
-      neighbour_[at + 1] = vertices_.Find(hi) + 1;
+      neighbour_[at] = vertices_.Find(lo, h - factor_sum + shift) + 1;
+      neighbour_[at + 1] = vertices_.Find(hi, h + factor_sum - shift) + 1;
+      if (axis < dim) {
+        lo[axis] = k[axis] - 1;
+        hi[axis] = k[axis] + 1;
+      }
     }
   }
 }
@@ -542,7 +662,7 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
     for (int p0 = static_cast<int>(static_cast<long long>(n) * c / chunks);
          p0 < end; p0 += kTile) {
       const int nt = std::min(kTile, end - p0);
-      GatherTile(in + p0, n, vs, nt, point_weight ? point_weight + p0 : NULL,
+      GatherTile(in + p0, n, vs, nt, n - p0, point_weight ? point_weight + p0 : NULL,
                  stride, tile);
       SplatTile(tile, nt, d1, stride, &vertex_[static_cast<size_t>(p0) * d1],
                 &weight_[static_cast<size_t>(p0) * d1], acc);
@@ -607,7 +727,7 @@ void PermutohedralLattice::Slice(float* out, float scale,
     SliceTile(blurred_.data(), nt, d1, stride,
               &vertex_[static_cast<size_t>(p0) * d1],
               &weight_[static_cast<size_t>(p0) * d1], tile);
-    ScatterTile(tile, nt, vs, stride, alpha,
+    ScatterTile(tile, nt, n - p0, vs, stride, alpha,
                 point_weight ? point_weight + p0 : NULL, n, out + p0);
   }
 }
