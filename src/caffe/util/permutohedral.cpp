@@ -605,36 +605,30 @@ void PermutohedralLattice::Init(const float* features, int dim,
   num_vertices_ = vertices_.size();
 
   // Neighbours of every vertex along each of the d+1 lattice axes: all
-  // coordinates -1 (or +1), the axis' one +d (or -d); the last is implicit.
+  // coordinates -1, the axis' one +d (the last coordinate is implicit). Only
+  // the lower one is looked up: v is its lower neighbour's upper one.
   const int m = num_vertices_;
-  neighbour_.resize(2 * static_cast<size_t>(d1) * m);
-  keys_scratch_.resize(static_cast<size_t>(Threads()) * 2 * dim);
+  neighbour_.assign(2 * static_cast<size_t>(d1) * m, 0);
+  keys_scratch_.resize(static_cast<size_t>(Threads()) * dim);
   unsigned int factor_sum = 0;
   for (int i = 0; i < dim; ++i) factor_sum += KeyFactor(i);
 #pragma omp parallel for schedule(static) if (!Nested() && m > 4096)
   for (int v = 0; v < m; ++v) {
-    int* lo = &keys_scratch_[static_cast<size_t>(ThreadId()) * 2 * dim];
-    int* hi = lo + dim;
+    int* lo = &keys_scratch_[static_cast<size_t>(ThreadId()) * dim];
     const int* k = vertices_.key(v);
     const unsigned int h = vertices_.hash(v);
-    for (int i = 0; i < dim; ++i) {
-      lo[i] = k[i] - 1;
-      hi[i] = k[i] + 1;
-    }
+    for (int i = 0; i < dim; ++i) lo[i] = k[i] - 1;
     for (int axis = 0; axis < d1; ++axis) {
       unsigned int shift = 0;
       if (axis < dim) {
         lo[axis] = k[axis] + dim;
-        hi[axis] = k[axis] - dim;
         shift = KeyFactor(axis) * d1;
       }
-      const size_t at = 2 * (static_cast<size_t>(axis) * m + v);
-      neighbour_[at] = vertices_.Find(lo, h - factor_sum + shift) + 1;
-      neighbour_[at + 1] = vertices_.Find(hi, h + factor_sum - shift) + 1;
-      if (axis < dim) {
-        lo[axis] = k[axis] - 1;
-        hi[axis] = k[axis] + 1;
-      }
+      const int u = vertices_.Find(lo, h - factor_sum + shift);
+      int* row = &neighbour_[2 * static_cast<size_t>(axis) * m];
+      row[2 * v] = u + 1;
+      if (u >= 0) row[2 * u + 1] = v + 1;
+      if (axis < dim) lo[axis] = k[axis] - 1;
     }
   }
 }
