@@ -19,6 +19,13 @@
 #else
 #define RLOSS_VECTOR_CLONES
 #endif
+// Helpers of the cloned loops must be inlined into them: an out-of-line copy
+// would be compiled for the baseline ISA only.
+#ifdef __GNUC__
+#define RLOSS_INLINE inline __attribute__((always_inline))
+#else
+#define RLOSS_INLINE inline
+#endif
 
 namespace caffe {
 
@@ -314,19 +321,61 @@ void ScatterTile(const float* tile, int nt, int avail, int vs, int stride,
 // acc[vertex rows] += weight * tile[t] for n points of one tile, channels
 // [k0, k0 + 8 V): each point's V vectors stay in registers over its vertices.
 template <int V>
-inline void SplatColumns(const float* tile, int n, int d1, int stride, int k0,
-    const int* vertex, const float* weight, float* acc) {
-  for (int t = 0; t < n; ++t) {
-    Float8 x[V];
-    for (int j = 0; j < V; ++j) x[j] = Load8(tile + t * stride + k0 + 8 * j);
-    const int* v = vertex + t * d1;
-    const float* w = weight + t * d1;
-    for (int r = 0; r < d1; ++r) {
-      float* row = acc + static_cast<size_t>(v[r]) * stride + k0;
-      const float wr = w[r];
-      for (int j = 0; j < V; ++j) {
-        Store8(row + 8 * j, Load8(row + 8 * j) + wr * x[j]);
+struct SplatColumns {
+  static RLOSS_INLINE void Run(const float* tile, int n, int d1,
+      int stride, int k0, const int* vertex, const float* weight, float* acc) {
+    for (int t = 0; t < n; ++t) {
+      Float8 x[V];
+      for (int j = 0; j < V; ++j) x[j] = Load8(tile + t * stride + k0 + 8 * j);
+      const int* v = vertex + t * d1;
+      const float* w = weight + t * d1;
+      for (int r = 0; r < d1; ++r) {
+        float* row = acc + static_cast<size_t>(v[r]) * stride + k0;
+        const float wr = w[r];
+        for (int j = 0; j < V; ++j) {
+          Store8(row + 8 * j, Load8(row + 8 * j) + wr * x[j]);
+        }
       }
+    }
+  }
+};
+
+// tile[t] = sum_r weight * values[vertex rows] for n points of one tile,
+// channels [k0, k0 + 8 V), with V independent accumulators per point.
+template <int V>
+struct SliceColumns {
+  static RLOSS_INLINE void Run(const float* values, int n, int d1,
+      int stride, int k0, const int* vertex, const float* weight, float* tile) {
+    for (int t = 0; t < n; ++t) {
+      const int* v = vertex + t * d1;
+      const float* w = weight + t * d1;
+      Float8 acc[V];
+      for (int j = 0; j < V; ++j) acc[j] = Float8{0, 0, 0, 0, 0, 0, 0, 0};
+      for (int r = 0; r < d1; ++r) {
+        const float* row = values + static_cast<size_t>(v[r]) * stride + k0;
+        const float wr = w[r];
+        for (int j = 0; j < V; ++j) acc[j] += wr * Load8(row + 8 * j);
+      }
+      for (int j = 0; j < V; ++j) {
+        Store8(tile + t * stride + k0 + 8 * j, acc[j]);
+      }
+    }
+  }
+};
+
+// Runs Columns<V> over the row's channels, up to four vectors at a time.
+template <template <int> class Columns>
+RLOSS_INLINE void ByColumns(const float* in, int n, int d1, int stride,
+    const int* vertex, const float* weight, float* out) {
+  for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
+    switch (std::min(4, (stride - k0) / kLanes)) {
+      case 1: Columns<1>::Run(in, n, d1, stride, k0, vertex, weight, out);
+              break;
+      case 2: Columns<2>::Run(in, n, d1, stride, k0, vertex, weight, out);
+              break;
+      case 3: Columns<3>::Run(in, n, d1, stride, k0, vertex, weight, out);
+              break;
+      default: Columns<4>::Run(in, n, d1, stride, k0, vertex, weight, out);
     }
   }
 }
@@ -334,52 +383,13 @@ inline void SplatColumns(const float* tile, int n, int d1, int stride, int k0,
 RLOSS_VECTOR_CLONES
 void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
     const float* weight, float* acc) {
-  for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
-    switch (std::min(4, (stride - k0) / kLanes)) {
-      case 1: SplatColumns<1>(tile, n, d1, stride, k0, vertex, weight, acc);
-              break;
-      case 2: SplatColumns<2>(tile, n, d1, stride, k0, vertex, weight, acc);
-              break;
-      case 3: SplatColumns<3>(tile, n, d1, stride, k0, vertex, weight, acc);
-              break;
-      default: SplatColumns<4>(tile, n, d1, stride, k0, vertex, weight, acc);
-    }
-  }
-}
-
-// tile[t] = sum_r weight * values[vertex rows] for n points of one tile,
-// channels [k0, k0 + 8 V), with V independent accumulators per point.
-template <int V>
-inline void SliceColumns(const float* values, int n, int d1, int stride,
-    int k0, const int* vertex, const float* weight, float* tile) {
-  for (int t = 0; t < n; ++t) {
-    const int* v = vertex + t * d1;
-    const float* w = weight + t * d1;
-    Float8 acc[V];
-    for (int j = 0; j < V; ++j) acc[j] = Float8{0, 0, 0, 0, 0, 0, 0, 0};
-    for (int r = 0; r < d1; ++r) {
-      const float* row = values + static_cast<size_t>(v[r]) * stride + k0;
-      const float wr = w[r];
-      for (int j = 0; j < V; ++j) acc[j] += wr * Load8(row + 8 * j);
-    }
-    for (int j = 0; j < V; ++j) Store8(tile + t * stride + k0 + 8 * j, acc[j]);
-  }
+  ByColumns<SplatColumns>(tile, n, d1, stride, vertex, weight, acc);
 }
 
 RLOSS_VECTOR_CLONES
 void SliceTile(const float* values, int n, int d1, int stride,
     const int* vertex, const float* weight, float* tile) {
-  for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
-    switch (std::min(4, (stride - k0) / kLanes)) {
-      case 1: SliceColumns<1>(values, n, d1, stride, k0, vertex, weight, tile);
-              break;
-      case 2: SliceColumns<2>(values, n, d1, stride, k0, vertex, weight, tile);
-              break;
-      case 3: SliceColumns<3>(values, n, d1, stride, k0, vertex, weight, tile);
-              break;
-      default: SliceColumns<4>(values, n, d1, stride, k0, vertex, weight, tile);
-    }
-  }
+  ByColumns<SliceColumns>(values, n, d1, stride, vertex, weight, tile);
 }
 
 // dst[v + 1] = src[v + 1] + (src[lo] + src[hi]) / 2 for vertices [begin, end).
