@@ -63,8 +63,9 @@ class PermutohedralLattice {
   /// in order of insertion. Reset keeps the capacity.
   class KeyTable {
    public:
-    KeyTable() : key_size_(0), mask_(0), size_(0) {}
-    void Reset(int key_size);
+    KeyTable() : key_size_(0), sparsity_(1), mask_(0), size_(0) {}
+    /// The table grows to keep its load below 2^-sparsity.
+    void Reset(int key_size, int sparsity = 1);
     /// The key's index, or -1; h is the key's hash (HashKey in the .cpp).
     int Find(const int* key, unsigned int h) const;
     /// The key's index, inserting it (as index size()) if absent.
@@ -72,11 +73,16 @@ class PermutohedralLattice {
     int size() const { return size_; }
     const int* key(int index) const { return &keys_[index * key_size_]; }
     unsigned int hash(int index) const { return hashes_[index]; }
+    // The open-addressing arrays, for block lookups.
+    const int* slots() const { return slot_.data(); }
+    const unsigned int* slot_hashes() const { return hash_.data(); }
+    unsigned int slot_mask() const { return mask_; }
     size_t bytes() const;
 
    private:
     void Grow();
     int key_size_;
+    int sparsity_;
     unsigned int mask_;
     int size_;
     std::vector<int> keys_;           // size_ x key_size_
@@ -102,6 +108,9 @@ class PermutohedralLattice {
   struct Builder {
     void Run(const float* features, int dim, int begin, int end,
              int* vertex, float* weight);
+    template <int kDim>
+    void RunFor(const float* features, int dyn_dim, int begin, int end,
+                int* vertex, float* weight);
     KeyTable vertices;
     // Remainder-0 points ("cells") -> cell index, and for each cell the
     // vertices around it (+1; 0 = not looked up yet), indexed by which
@@ -112,6 +121,7 @@ class PermutohedralLattice {
     std::vector<unsigned int> factor;     // KeyFactor(i)
     std::vector<unsigned int> step_down;  // per mask: its hash offset
     std::vector<unsigned int> hash;       // a block's cell hashes
+    std::vector<int> found;  // a block's vertices (+1) found by LookupBlock
     std::vector<float> block;  // one block of points, structure of arrays
     std::vector<int> iblock;
   };

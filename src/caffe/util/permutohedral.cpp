@@ -7,6 +7,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define RLOSS_HAVE_AVX2_LOOKUP 1
+#endif
 
 #include "caffe/util/permutohedral.hpp"
 
@@ -86,6 +90,19 @@ inline unsigned int HashKey(const int* key, int dim) {
   return h;
 }
 
+typedef float Float8 __attribute__((vector_size(32)));
+typedef int Int8 __attribute__((vector_size(32)));
+
+inline Float8 Load8(const float* p) {
+  Float8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline void Store8(int* p, Int8 v) { std::memcpy(p, &v, sizeof(v)); }
+
 // Elevates a block of n <= kBlock points onto the hyperplane sum(x) = 0 of
 // R^{d+1} and finds each one's enclosing simplex: its remainder-0 vertex,
 // the rank of each coordinate and the barycentric weights. Arrays are
@@ -95,10 +112,10 @@ inline unsigned int HashKey(const int* key, int dim) {
 // factor[i] = KeyFactor(i)) and whether it is the previous point's; prev holds
 // the cell of the point before the block, and is updated to the block's last.
 // elevated is left holding scratch.
-RLOSS_VECTOR_CLONES
-void SimplexBlock(const float* features, int dim, int n, const float* scale,
-    const unsigned int* factor, float* prev, float* elevated, float* rem0,
-    float* rank, float* bary, int* mask, unsigned int* hash, int* same) {
+RLOSS_INLINE void SimplexBlockAny(const float* features, int dim, int n,
+    const float* scale, const unsigned int* factor, float* prev,
+    float* elevated, float* rem0, float* rank, float* bary, int* mask,
+    unsigned int* hash, int* same) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
@@ -220,19 +237,113 @@ void SimplexBlock(const float* features, int dim, int n, const float* scale,
   for (int b = 0; b < kBlock; ++b) bary[b] = first[b];
 }
 
-typedef float Float8 __attribute__((vector_size(32)));
 
-inline Float8 Load8(const float* p) {
-  Float8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
+// SimplexBlockAny for a dimension known at compile time, 8 points at a time
+// in registers: the same arithmetic, written on vectors so that nothing
+// round-trips through memory. elevated and rank are not used.
+template <int kDim>
+RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
+    const float* scale, const unsigned int* factor, float* prev,
+    float* rem0_out, float* bary_out, int* mask_out, unsigned int* hash_out,
+    int* same_out) {
+  const int d1 = kDim + 1;
+  const float down = 1.0f / d1;
+  const Int8 zero = {0}, one = zero + 1;
+  const Float8 fzero = {0};
+  for (int b0 = 0; b0 < kBlock; b0 += 8) {
+    const int m = std::max(0, std::min(8, n - b0));
+    const float* p = features + b0 * kDim;
+    float padded[8 * kDim];  // the block's last points, zero-padded
+    if (m < 8) {
+      std::fill(padded, padded + 8 * kDim, 0.0f);
+      std::copy(p, p + m * kDim, padded);
+      p = padded;
+    }
+    Float8 elevated[d1], rem0[d1];
+    Float8 sum = fzero;
+    for (int j = kDim; j > 0; --j) {
+      const int i = j - 1;
+      const Float8 f = {p[i], p[kDim + i], p[2 * kDim + i], p[3 * kDim + i],
+          p[4 * kDim + i], p[5 * kDim + i], p[6 * kDim + i], p[7 * kDim + i]};
+      const Float8 cf = f * scale[i];
+      elevated[j] = sum - static_cast<float>(j) * cf;
+      sum += cf;
+    }
+    elevated[0] = sum;
+    // Nearest remainder-0 point: ceil(e / d1 - 1/2), ties down.
+    Int8 coord_sum = zero;
+    for (int i = 0; i < d1; ++i) {
+      const Float8 y = elevated[i] * down - 0.5f;
+      Float8 r = __builtin_convertvector(__builtin_convertvector(y, Int8),
+                                         Float8);
+      r = r < y ? r + 1.0f : r;
+      rem0[i] = r * static_cast<float>(d1);
+      coord_sum += __builtin_convertvector(r, Int8);
+    }
+    Int8 rank[d1];
+    for (int i = 0; i < d1; ++i) rank[i] = zero;
+    for (int i = 0; i < kDim; ++i) {
+      for (int j = i + 1; j < d1; ++j) {
+        const Int8 less = (elevated[i] - rem0[i]) < (elevated[j] - rem0[j]);
+        rank[i] -= less;              // less is -1 where true
+        rank[j] += one + less;
+      }
+    }
+    for (int i = 0; i < d1; ++i) {
+      const Int8 r = rank[i] + coord_sum;
+      const Int8 shift = (r > kDim) - (r < 0);  // +1 below 0, -1 above dim
+      rank[i] = r + shift * d1;
+      rem0[i] += __builtin_convertvector(shift * d1, Float8);
+      Store8(rem0_out + i * kBlock + b0, rem0[i]);
+    }
+    // The cell's hash, and whether it is the previous point's cell.
+    const Int8 before = {-1, 0, 1, 2, 3, 4, 5, 6};
+    Int8 h = zero, same = one;
+    for (int i = 0; i < kDim; ++i) {
+      const Int8 c = __builtin_convertvector(rem0[i], Int8);
+      h += c * static_cast<int>(factor[i]);
+      Int8 shifted = __builtin_shuffle(c, before & 7);
+      shifted[0] = static_cast<int>(prev[i]);
+      same &= (c == shifted) & one;
+      if (prev[i] != prev[i]) same[0] = 0;  // NaN: no point before
+      if (m > 0) prev[i] = rem0[i][m - 1];
+    }
+    std::memcpy(hash_out + b0, &h, sizeof(h));
+    Store8(same_out + b0, same);
+    // Barycentric weights and vertex masks, as in SimplexBlockAny.
+    Float8 v[d1], u[d1];
+    for (int i = 0; i < d1; ++i) v[i] = (elevated[i] - rem0[i]) * down;
+    for (int j = 0; j < d1; ++j) {
+      u[j] = fzero;
+      Int8 mask = zero;
+      for (int i = 0; i < d1; ++i) {
+        u[j] += rank[i] == kDim - j ? v[i] : 0.0f;
+        mask |= (rank[i] >= d1 - j) & (1 << i);
+      }
+      Store8(mask_out + j * kBlock + b0, mask);
+    }
+    Store8(bary_out + b0, 1.0f + u[0] - u[kDim]);
+    for (int j = 1; j < d1; ++j) Store8(bary_out + j * kBlock + b0, u[j] - u[j - 1]);
+  }
 }
 
-inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
+// Five features (x, y and RGB) are the common case: unrolled for them.
+RLOSS_VECTOR_CLONES
+void SimplexBlock(const float* features, int dim, int n, const float* scale,
+    const unsigned int* factor, float* prev, float* elevated, float* rem0,
+    float* rank, float* bary, int* mask, unsigned int* hash, int* same) {
+  if (dim == 5) {
+    SimplexBlockFixed<5>(features, n, scale, factor, prev, rem0, bary, mask,
+                         hash, same);
+  } else {
+    SimplexBlockAny(features, dim, n, scale, factor, prev, elevated, rem0,
+                    rank, bary, mask, hash, same);
+  }
+}
+
 
 // Transposes an 8 x 8 block in registers (unpack, shuffle, swap halves).
 inline void Transpose8(Float8 r[8]) {
-  typedef int Int8 __attribute__((vector_size(32)));
   const Int8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
   const Int8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13};
   const Int8 hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
@@ -410,6 +521,65 @@ void BlurRows(const float* src, const int* neighbour, int begin, int end,
   }
 }
 
+
+#ifdef RLOSS_HAVE_AVX2_LOOKUP
+inline bool CpuHasAvx2() { return __builtin_cpu_supports("avx2"); }
+
+__attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
+  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0x85ebca6b));
+  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13));
+  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0xc2b2ae35));
+  return _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+}
+
+// The vertices of a block of points, found by gathers: each point's cell is
+// looked for in its home slot only, and its d+1 vertices in the cell's cache.
+// vid gets 0 for every vertex of a point whose cell or any vertex was not
+// found so (the caller looks those up one by one), otherwise the vertex + 1.
+// Reads only, so the results stay valid while the caller inserts.
+__attribute__((target("avx2"))) void LookupBlock(int dim, const int* slot,
+    const unsigned int* slot_hash, const int* keys, unsigned int table_mask,
+    const int* cell_vertex, const unsigned int* hash, const float* rem0,
+    const int* masks, int* vid) {
+  const int d1 = dim + 1;
+  const __m256i zero = _mm256_setzero_si256();
+  for (int b = 0; b < kBlock; b += 8) {
+    const __m256i h = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(hash + b));
+    const __m256i s = _mm256_and_si256(
+        Mix8(h), _mm256_set1_epi32(static_cast<int>(table_mask)));
+    __m256i index = _mm256_i32gather_epi32(slot, s, 4);
+    __m256i ok = _mm256_and_si256(
+        _mm256_cmpgt_epi32(index, _mm256_set1_epi32(-1)),
+        _mm256_cmpeq_epi32(_mm256_i32gather_epi32(
+            reinterpret_cast<const int*>(slot_hash), s, 4), h));
+    index = _mm256_and_si256(index, ok);  // empty slots read cell 0
+    const __m256i key_at = _mm256_mullo_epi32(index, _mm256_set1_epi32(dim));
+    for (int i = 0; i < dim; ++i) {
+      const __m256i k = _mm256_i32gather_epi32(
+          keys, _mm256_add_epi32(key_at, _mm256_set1_epi32(i)), 4);
+      const __m256i c = _mm256_cvttps_epi32(_mm256_loadu_ps(rem0 + i * kBlock + b));
+      ok = _mm256_and_si256(ok, _mm256_cmpeq_epi32(k, c));
+    }
+    const __m256i around_at = _mm256_slli_epi32(index, d1);
+    __m256i v[10];
+    for (int r = 0; r < d1; ++r) {
+      const __m256i m = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(masks + r * kBlock + b));
+      v[r] = _mm256_i32gather_epi32(cell_vertex,
+                                    _mm256_add_epi32(around_at, m), 4);
+      ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(v[r], zero), ok);
+    }
+    for (int r = 0; r < d1; ++r) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(vid + r * kBlock + b),
+                          _mm256_and_si256(v[r], ok));
+    }
+  }
+}
+#else
+inline bool CpuHasAvx2() { return false; }
+#endif
 }  // namespace
 
 PermutohedralLattice::PermutohedralLattice()
@@ -417,8 +587,10 @@ PermutohedralLattice::PermutohedralLattice()
 
 // Defined inline: under -fPIC an out-of-line member could be interposed,
 // and then it would not be inlined into the build loop.
-inline void PermutohedralLattice::KeyTable::Reset(int key_size) {
+inline void PermutohedralLattice::KeyTable::Reset(int key_size,
+    int sparsity) {
   key_size_ = key_size;
+  sparsity_ = sparsity;
   size_ = 0;
   keys_.clear();
   hashes_.clear();
@@ -454,7 +626,7 @@ inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key,
   hash_[s] = h;
   for (int i = 0; i < key_size_; ++i) keys_.push_back(key[i]);
   hashes_.push_back(h);
-  if (2 * ++size_ > static_cast<int>(slot_.size())) Grow();  // load < 1/2
+  if ((++size_ << sparsity_) > static_cast<int>(slot_.size())) Grow();
   return size_ - 1;
 }
 
@@ -480,9 +652,23 @@ size_t PermutohedralLattice::KeyTable::bytes() const {
 // in order of first touch.
 void PermutohedralLattice::Builder::Run(const float* features, int dim,
     int begin, int end, int* vertex, float* weight) {
+  if (dim == 5) {
+    RunFor<5>(features, dim, begin, end, vertex, weight);
+  } else {
+    RunFor<0>(features, dim, begin, end, vertex, weight);
+  }
+}
+
+// kDim > 0 fixes the dimension at compile time, so the short loops over the
+// d+1 vertices unroll; 0 takes it from dyn_dim.
+template <int kDim>
+void PermutohedralLattice::Builder::RunFor(const float* features,
+    int dyn_dim, int begin, int end, int* vertex, float* weight) {
+  const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   vertices.Reset(dim);
-  cells.Reset(dim);
+  // Most cells are then found at their home slot, which LookupBlock needs.
+  cells.Reset(dim, 3);
   cell_vertex.clear();
   // Up to 2^10 vertices around a cell are cached; beyond, every vertex of
   // every point is looked up in the vertex table.
@@ -517,7 +703,10 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
   }
   std::fill(prev, prev + dim, std::numeric_limits<float>::quiet_NaN());
   int last_cell = -1;
+  bool cell_known = false;  // cell, cell_hash and last_cell are the last point's
   unsigned int cell_hash = 0;
+  const bool gather = use_cells && CpuHasAvx2();
+  found.resize(d1 * kBlock);
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
   const float inv_std = std::sqrt(2.0 / 3.0) * d1;
@@ -529,15 +718,30 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
     SimplexBlock(features + static_cast<size_t>(p0) * dim, dim, n, scale,
                  &factor[0], prev, elevated, rem0, rank, bary, masks,
                  &hash[0], same);
+    const bool gathered = gather && cells.size() > 0;
+#ifdef RLOSS_HAVE_AVX2_LOOKUP
+    if (gathered) {
+      LookupBlock(dim, cells.slots(), cells.slot_hashes(), cells.key(0),
+                  cells.slot_mask(), &cell_vertex[0], &hash[0], rem0, masks,
+                  &found[0]);
+    }
+#endif
     for (int b = 0; b < n; ++b) {
       const size_t at = static_cast<size_t>(p0 + b) * d1;
       int* v = vertex + at;
       for (int r = 0; r < d1; ++r) weight[at + r] = bary[r * kBlock + b];
-      if (!same[b]) {
+      if (gathered && found[b] != 0) {  // all or none of a point's are set
+        for (int r = 0; r < d1; ++r) v[r] = found[r * kBlock + b];
+        cell_known = false;
+        continue;
+      }
+      const bool new_cell = !same[b] || !cell_known;
+      if (new_cell) {
         for (int i = 0; i < d1; ++i) {
           cell[i] = static_cast<int>(rem0[i * kBlock + b]);
         }
         cell_hash = hash[b];
+        cell_known = true;
       }
       // Vertex r of the simplex is the cell's point plus r in every
       // coordinate, less d+1 in the r coordinates ranked highest: the set of
@@ -552,7 +756,7 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
         }
         continue;
       }
-      if (!same[b]) {  // a new cell for this point: neighbours often share
+      if (new_cell) {  // neighbours often share a cell
         last_cell = cells.FindOrInsert(cell, cell_hash);
         if (last_cell == static_cast<int>(cell_vertex.size()) / around) {
           cell_vertex.resize(cell_vertex.size() + around, 0);
