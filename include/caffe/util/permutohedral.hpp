@@ -121,7 +121,6 @@ class PermutohedralLattice {
     std::vector<unsigned int> factor;     // KeyFactor(i)
     std::vector<unsigned int> step_down;  // per mask: its hash offset
     std::vector<unsigned int> hash;       // a block's cell hashes
-    std::vector<int> found;  // a block's vertices (+1) found by LookupBlock
     std::vector<float> block;  // one block of points, structure of arrays
     std::vector<int> iblock;
   };

@@ -103,19 +103,43 @@ inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline void Store8(int* p, Int8 v) { std::memcpy(p, &v, sizeof(v)); }
 
+// Transposes an 8 x 8 block in registers (unpack, shuffle, swap halves).
+RLOSS_INLINE void Transpose8(Float8 r[8]) {
+  const Int8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+  const Int8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13};
+  const Int8 hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+  const Int8 first = {0, 1, 2, 3, 8, 9, 10, 11};
+  const Int8 second = {4, 5, 6, 7, 12, 13, 14, 15};
+  Float8 a[8], b[8];
+  for (int i = 0; i < 8; i += 2) {
+    a[i] = __builtin_shuffle(r[i], r[i + 1], lo);
+    a[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    b[i] = __builtin_shuffle(a[i], a[i + 2], lo2);
+    b[i + 1] = __builtin_shuffle(a[i], a[i + 2], hi2);
+    b[i + 2] = __builtin_shuffle(a[i + 1], a[i + 3], lo2);
+    b[i + 3] = __builtin_shuffle(a[i + 1], a[i + 3], hi2);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = __builtin_shuffle(b[i], b[i + 4], first);
+    r[i + 4] = __builtin_shuffle(b[i], b[i + 4], second);
+  }
+}
+
 // Elevates a block of n <= kBlock points onto the hyperplane sum(x) = 0 of
 // R^{d+1} and finds each one's enclosing simplex: its remainder-0 vertex,
-// the rank of each coordinate and the barycentric weights. Arrays are
-// coordinate-major ([i * kBlock + b]) and all float (ranks are small whole
-// numbers) so that the loops over b vectorise; lanes b >= n are padding.
-// Also each point's cell (its remainder-0 point): the cell's hash (with
-// factor[i] = KeyFactor(i)) and whether it is the previous point's; prev holds
-// the cell of the point before the block, and is updated to the block's last.
-// elevated is left holding scratch.
+// the rank of each coordinate and the barycentric weights (written to weight,
+// d+1 per point). Arrays are coordinate-major ([i * kBlock + b]) and all float
+// (ranks are small whole numbers) so that the loops over b vectorise; lanes
+// b >= n are padding. Also each point's cell (its remainder-0 point): the
+// cell's hash (with factor[i] = KeyFactor(i)) and whether it is the previous
+// point's; prev holds the cell of the point before the block, and is updated
+// to the block's last. elevated, rank and bary are left holding scratch.
 RLOSS_INLINE void SimplexBlockAny(const float* features, int dim, int n,
     const float* scale, const unsigned int* factor, float* prev,
     float* elevated, float* rem0, float* rank, float* bary, int* mask,
-    unsigned int* hash, int* same) {
+    unsigned int* hash, int* same, float* weight) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
@@ -235,6 +259,9 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, int dim, int n,
   }
 #pragma omp simd
   for (int b = 0; b < kBlock; ++b) bary[b] = first[b];
+  for (int b = 0; b < n; ++b) {
+    for (int j = 0; j < d1; ++j) weight[b * d1 + j] = bary[j * kBlock + b];
+  }
 }
 
 
@@ -244,9 +271,10 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, int dim, int n,
 template <int kDim>
 RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
     const float* scale, const unsigned int* factor, float* prev,
-    float* rem0_out, float* bary_out, int* mask_out, unsigned int* hash_out,
+    float* rem0_out, float* weight, int* mask_out, unsigned int* hash_out,
     int* same_out) {
   const int d1 = kDim + 1;
+  static_assert(d1 <= 8, "weights are transposed in one 8 x 8 block");
   const float down = 1.0f / d1;
   const Int8 zero = {0}, one = zero + 1;
   const Float8 fzero = {0};
@@ -322,8 +350,13 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
       }
       Store8(mask_out + j * kBlock + b0, mask);
     }
-    Store8(bary_out + b0, 1.0f + u[0] - u[kDim]);
-    for (int j = 1; j < d1; ++j) Store8(bary_out + j * kBlock + b0, u[j] - u[j - 1]);
+    Float8 w[8];
+    w[0] = 1.0f + u[0] - u[kDim];
+    for (int j = 1; j < d1; ++j) w[j] = u[j] - u[j - 1];
+    Transpose8(w);  // rows d1.. are garbage, columns d1.. too
+    for (int b = 0; b < m; ++b) {
+      std::memcpy(weight + (b0 + b) * d1, &w[b], d1 * sizeof(float));
+    }
   }
 }
 
@@ -331,40 +364,17 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
 RLOSS_VECTOR_CLONES
 void SimplexBlock(const float* features, int dim, int n, const float* scale,
     const unsigned int* factor, float* prev, float* elevated, float* rem0,
-    float* rank, float* bary, int* mask, unsigned int* hash, int* same) {
+    float* rank, float* bary, int* mask, unsigned int* hash, int* same,
+    float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5>(features, n, scale, factor, prev, rem0, bary, mask,
+    SimplexBlockFixed<5>(features, n, scale, factor, prev, rem0, weight, mask,
                          hash, same);
   } else {
     SimplexBlockAny(features, dim, n, scale, factor, prev, elevated, rem0,
-                    rank, bary, mask, hash, same);
+                    rank, bary, mask, hash, same, weight);
   }
 }
 
-
-// Transposes an 8 x 8 block in registers (unpack, shuffle, swap halves).
-inline void Transpose8(Float8 r[8]) {
-  const Int8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-  const Int8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13};
-  const Int8 hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
-  const Int8 first = {0, 1, 2, 3, 8, 9, 10, 11};
-  const Int8 second = {4, 5, 6, 7, 12, 13, 14, 15};
-  Float8 a[8], b[8];
-  for (int i = 0; i < 8; i += 2) {
-    a[i] = __builtin_shuffle(r[i], r[i + 1], lo);
-    a[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    b[i] = __builtin_shuffle(a[i], a[i + 2], lo2);
-    b[i + 1] = __builtin_shuffle(a[i], a[i + 2], hi2);
-    b[i + 2] = __builtin_shuffle(a[i + 1], a[i + 3], lo2);
-    b[i + 3] = __builtin_shuffle(a[i + 1], a[i + 3], hi2);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = __builtin_shuffle(b[i], b[i + 4], first);
-    r[i + 4] = __builtin_shuffle(b[i], b[i + 4], second);
-  }
-}
 
 // tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
 // zero for k in [vs, stride): planar values to interleaved rows. Each plane
@@ -533,18 +543,20 @@ __attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
   return _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
 }
 
-// The vertices of a block of points, found by gathers: each point's cell is
-// looked for in its home slot only, and its d+1 vertices in the cell's cache.
-// vid gets 0 for every vertex of a point whose cell or any vertex was not
-// found so (the caller looks those up one by one), otherwise the vertex + 1.
-// Reads only, so the results stay valid while the caller inserts.
-__attribute__((target("avx2"))) void LookupBlock(int dim, const int* slot,
-    const unsigned int* slot_hash, const int* keys, unsigned int table_mask,
-    const int* cell_vertex, const unsigned int* hash, const float* rem0,
-    const int* masks, int* vid) {
+// The vertices of a block of n points, found by gathers: each point's cell
+// is looked for in its home slot only, and its d+1 vertices in the cell's
+// cache. vertex gets d+1 entries per point: the vertices + 1, or all 0 where
+// the cell or any vertex was not found so (the caller looks those up one by
+// one). Reads only, so the results stay valid while the caller inserts.
+template <int kDim>
+__attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
+    const int* slot, const unsigned int* slot_hash, const int* keys,
+    unsigned int table_mask, const int* cell_vertex, const unsigned int* hash,
+    const float* rem0, const int* masks, int* vertex) {
+  const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   const __m256i zero = _mm256_setzero_si256();
-  for (int b = 0; b < kBlock; b += 8) {
+  for (int b = 0; b < n; b += 8) {
     const __m256i h = _mm256_loadu_si256(
         reinterpret_cast<const __m256i*>(hash + b));
     const __m256i s = _mm256_and_si256(
@@ -559,11 +571,12 @@ __attribute__((target("avx2"))) void LookupBlock(int dim, const int* slot,
     for (int i = 0; i < dim; ++i) {
       const __m256i k = _mm256_i32gather_epi32(
           keys, _mm256_add_epi32(key_at, _mm256_set1_epi32(i)), 4);
-      const __m256i c = _mm256_cvttps_epi32(_mm256_loadu_ps(rem0 + i * kBlock + b));
+      const __m256i c = _mm256_cvttps_epi32(
+          _mm256_loadu_ps(rem0 + i * kBlock + b));
       ok = _mm256_and_si256(ok, _mm256_cmpeq_epi32(k, c));
     }
     const __m256i around_at = _mm256_slli_epi32(index, d1);
-    __m256i v[10];
+    __m256i v[8];
     for (int r = 0; r < d1; ++r) {
       const __m256i m = _mm256_loadu_si256(
           reinterpret_cast<const __m256i*>(masks + r * kBlock + b));
@@ -571,9 +584,13 @@ __attribute__((target("avx2"))) void LookupBlock(int dim, const int* slot,
                                     _mm256_add_epi32(around_at, m), 4);
       ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(v[r], zero), ok);
     }
+    Float8 rows[8];
     for (int r = 0; r < d1; ++r) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(vid + r * kBlock + b),
-                          _mm256_and_si256(v[r], ok));
+      rows[r] = reinterpret_cast<Float8>(_mm256_and_si256(v[r], ok));
+    }
+    Transpose8(rows);
+    for (int p = 0; p < std::min(8, n - b); ++p) {
+      std::memcpy(vertex + (b + p) * d1, &rows[p], d1 * sizeof(int));
     }
   }
 }
@@ -705,8 +722,7 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   int last_cell = -1;
   bool cell_known = false;  // cell, cell_hash and last_cell are the last point's
   unsigned int cell_hash = 0;
-  const bool gather = use_cells && CpuHasAvx2();
-  found.resize(d1 * kBlock);
+  const bool gather = use_cells && d1 <= 8 && CpuHasAvx2();
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
   const float inv_std = std::sqrt(2.0 / 3.0) * d1;
@@ -715,23 +731,21 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   }
   for (int p0 = begin; p0 < end; p0 += kBlock) {
     const int n = std::min(kBlock, end - p0);
+    const size_t first = static_cast<size_t>(p0) * d1;
     SimplexBlock(features + static_cast<size_t>(p0) * dim, dim, n, scale,
                  &factor[0], prev, elevated, rem0, rank, bary, masks,
-                 &hash[0], same);
+                 &hash[0], same, weight + first);
     const bool gathered = gather && cells.size() > 0;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
-      LookupBlock(dim, cells.slots(), cells.slot_hashes(), cells.key(0),
-                  cells.slot_mask(), &cell_vertex[0], &hash[0], rem0, masks,
-                  &found[0]);
+      LookupBlock<kDim>(dim, n, cells.slots(), cells.slot_hashes(),
+                        cells.key(0), cells.slot_mask(), &cell_vertex[0],
+                        &hash[0], rem0, masks, vertex + first);
     }
 #endif
     for (int b = 0; b < n; ++b) {
-      const size_t at = static_cast<size_t>(p0 + b) * d1;
-      int* v = vertex + at;
-      for (int r = 0; r < d1; ++r) weight[at + r] = bary[r * kBlock + b];
-      if (gathered && found[b] != 0) {  // all or none of a point's are set
-        for (int r = 0; r < d1; ++r) v[r] = found[r * kBlock + b];
+      int* v = vertex + first + b * d1;
+      if (gathered && v[0] != 0) {  // all or none of a point's are found
         cell_known = false;
         continue;
       }
