@@ -279,7 +279,8 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
   const Int8 zero = {0}, one = zero + 1;
   const Float8 fzero = {0};
   for (int b0 = 0; b0 < kBlock; b0 += 8) {
-    const int m = std::max(0, std::min(8, n - b0));
+    const int m = std::min(8, n - b0);
+    if (m <= 0) break;  // lanes past n are only read in whole groups of 8
     const float* p = features + b0 * kDim;
     float padded[8 * kDim];  // the block's last points, zero-padded
     if (m < 8) {
@@ -331,10 +332,11 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
       const Int8 c = __builtin_convertvector(rem0[i], Int8);
       h += c * static_cast<int>(factor[i]);
       Int8 shifted = __builtin_shuffle(c, before & 7);
-      shifted[0] = static_cast<int>(prev[i]);
+      const bool first = prev[i] != prev[i];  // NaN: no point before
+      shifted[0] = first ? 0 : static_cast<int>(prev[i]);
       same &= (c == shifted) & one;
-      if (prev[i] != prev[i]) same[0] = 0;  // NaN: no point before
-      if (m > 0) prev[i] = rem0[i][m - 1];
+      if (first) same[0] = 0;
+      prev[i] = rem0[i][m - 1];
     }
     std::memcpy(hash_out + b0, &h, sizeof(h));
     Store8(same_out + b0, same);
