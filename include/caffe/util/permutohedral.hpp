@@ -67,15 +67,19 @@ class PermutohedralLattice {
     /// The table grows to keep its load below 2^-sparsity.
     void Reset(int key_size, int sparsity = 1);
     /// The key's index, or -1; h is the key's hash (HashKey in the .cpp).
+    template <int kSize = 0>
     int Find(const int* key, unsigned int h) const;
     /// The key's index, inserting it (as index size()) if absent.
+    template <int kSize = 0>
     int FindOrInsert(const int* key, unsigned int h);
     int size() const { return size_; }
     const int* key(int index) const { return &keys_[index * key_size_]; }
     unsigned int hash(int index) const { return hashes_[index]; }
     // The open-addressing arrays, for block lookups.
-    const int* slots() const { return slot_.data(); }
-    const unsigned int* slot_hashes() const { return hash_.data(); }
+    /// Slots as (index or -1, hash) pairs of ints.
+    const int* slots() const {
+      return reinterpret_cast<const int*>(slot_.data());
+    }
     unsigned int slot_mask() const { return mask_; }
     size_t bytes() const;
 
@@ -86,10 +90,18 @@ class PermutohedralLattice {
     unsigned int mask_;
     int size_;
     std::vector<int> keys_;           // size_ x key_size_
-    std::vector<int> slot_;             // index or -1
-    std::vector<unsigned int> hash_;    // each slot's full hash
+    // A slot's index (-1: empty) and the full hash of its key, side by side
+    // so that a probe reads one cache line.
+    struct Slot {
+      int index;
+      unsigned int hash;
+    };
+    std::vector<Slot> slot_;
     std::vector<unsigned int> hashes_;  // each index's hash
   };
+
+  template <int kDim>
+  void FindNeighbours();  // fills neighbour_ (kDim 0: dim_)
 
   int dim_;
   int num_points_;

@@ -550,11 +550,12 @@ __attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
 // cache. vertex gets d+1 entries per point: the vertices + 1, or all 0 where
 // the cell or any vertex was not found so (the caller looks those up one by
 // one). Reads only, so the results stay valid while the caller inserts.
+// slot, keys and table_mask are the cell table's (KeyTable::slots).
 template <int kDim>
 __attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
-    const int* slot, const unsigned int* slot_hash, const int* keys,
-    unsigned int table_mask, const int* cell_vertex, const unsigned int* hash,
-    const float* rem0, const int* masks, int* vertex) {
+    const int* slot, const int* keys, unsigned int table_mask,
+    const int* cell_vertex, const unsigned int* hash, const float* rem0,
+    const int* masks, int* vertex) {
   const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   const __m256i zero = _mm256_setzero_si256();
@@ -563,11 +564,10 @@ __attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
         reinterpret_cast<const __m256i*>(hash + b));
     const __m256i s = _mm256_and_si256(
         Mix8(h), _mm256_set1_epi32(static_cast<int>(table_mask)));
-    __m256i index = _mm256_i32gather_epi32(slot, s, 4);
+    __m256i index = _mm256_i32gather_epi32(slot, s, 8);
     __m256i ok = _mm256_and_si256(
         _mm256_cmpgt_epi32(index, _mm256_set1_epi32(-1)),
-        _mm256_cmpeq_epi32(_mm256_i32gather_epi32(
-            reinterpret_cast<const int*>(slot_hash), s, 4), h));
+        _mm256_cmpeq_epi32(_mm256_i32gather_epi32(slot + 1, s, 8), h));
     index = _mm256_and_si256(index, ok);  // empty slots read cell 0
     const __m256i key_at = _mm256_mullo_epi32(index, _mm256_set1_epi32(dim));
     for (int i = 0; i < dim; ++i) {
@@ -614,55 +614,57 @@ inline void PermutohedralLattice::KeyTable::Reset(int key_size,
   keys_.clear();
   hashes_.clear();
   if (slot_.empty()) slot_.resize(1024);
-  std::fill(slot_.begin(), slot_.end(), -1);
-  hash_.resize(slot_.size());
+  std::fill(slot_.begin(), slot_.end(), Slot{-1, 0});
   mask_ = slot_.size() - 1;
 }
 
+// kSize > 0 is the key size fixed at compile time (0: key_size_).
+template <int kSize>
 inline int PermutohedralLattice::KeyTable::Find(const int* key,
     unsigned int h) const {
-  for (unsigned int s = Mix(h) & mask_; slot_[s] >= 0; s = (s + 1) & mask_) {
-    if (hash_[s] != h) continue;
-    const int* k = &keys_[static_cast<size_t>(slot_[s]) * key_size_];
+  const int size = kSize ? kSize : key_size_;
+  for (unsigned int s = Mix(h) & mask_; slot_[s].index >= 0;
+       s = (s + 1) & mask_) {
+    if (slot_[s].hash != h) continue;
+    const int* k = &keys_[static_cast<size_t>(slot_[s].index) * size];
     int diff = 0;
-    for (int i = 0; i < key_size_; ++i) diff |= k[i] ^ key[i];
-    if (diff == 0) return slot_[s];
+    for (int i = 0; i < size; ++i) diff |= k[i] ^ key[i];
+    if (diff == 0) return slot_[s].index;
   }
   return -1;
 }
 
+template <int kSize>
 inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key,
     unsigned int h) {
+  const int size = kSize ? kSize : key_size_;
   unsigned int s = Mix(h) & mask_;
-  for (; slot_[s] >= 0; s = (s + 1) & mask_) {
-    if (hash_[s] != h) continue;
-    const int* k = &keys_[static_cast<size_t>(slot_[s]) * key_size_];
+  for (; slot_[s].index >= 0; s = (s + 1) & mask_) {
+    if (slot_[s].hash != h) continue;
+    const int* k = &keys_[static_cast<size_t>(slot_[s].index) * size];
     int diff = 0;
-    for (int i = 0; i < key_size_; ++i) diff |= k[i] ^ key[i];
-    if (diff == 0) return slot_[s];
+    for (int i = 0; i < size; ++i) diff |= k[i] ^ key[i];
+    if (diff == 0) return slot_[s].index;
   }
-  slot_[s] = size_;
-  hash_[s] = h;
-  for (int i = 0; i < key_size_; ++i) keys_.push_back(key[i]);
+  slot_[s] = Slot{size_, h};
+  keys_.insert(keys_.end(), key, key + size);
   hashes_.push_back(h);
   if ((++size_ << sparsity_) > static_cast<int>(slot_.size())) Grow();
   return size_ - 1;
 }
 
 void PermutohedralLattice::KeyTable::Grow() {
-  slot_.assign(2 * slot_.size(), -1);
-  hash_.resize(slot_.size());
+  slot_.assign(2 * slot_.size(), Slot{-1, 0});
   mask_ = slot_.size() - 1;
   for (int v = 0; v < size_; ++v) {
     unsigned int s = Mix(hashes_[v]) & mask_;
-    while (slot_[s] >= 0) s = (s + 1) & mask_;
-    slot_[s] = v;
-    hash_[s] = hashes_[v];
+    while (slot_[s].index >= 0) s = (s + 1) & mask_;
+    slot_[s] = Slot{v, hashes_[v]};
   }
 }
 
 size_t PermutohedralLattice::KeyTable::bytes() const {
-  return sizeof(int) * (keys_.capacity() + slot_.capacity() + hash_.capacity() +
+  return sizeof(int) * (keys_.capacity() + 2 * slot_.capacity() +
                         hashes_.capacity());
 }
 
@@ -740,8 +742,7 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     const bool gathered = gather && cells.size() > 0;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
-      LookupBlock<kDim>(dim, n, cells.slots(), cells.slot_hashes(),
-                        cells.key(0), cells.slot_mask(), &cell_vertex[0],
+      LookupBlock<kDim>(dim, n, cells.slots(), cells.key(0), cells.slot_mask(), &cell_vertex[0],
                         &hash[0], rem0, masks, vertex + first);
     }
 #endif
@@ -768,12 +769,12 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
           for (int i = 0; i < dim; ++i) {
             vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
           }
-          v[r] = vertices.FindOrInsert(vkey, HashKey(vkey, dim)) + 1;
+          v[r] = vertices.FindOrInsert<kDim>(vkey, HashKey(vkey, dim)) + 1;
         }
         continue;
       }
       if (new_cell) {  // neighbours often share a cell
-        last_cell = cells.FindOrInsert(cell, cell_hash);
+        last_cell = cells.FindOrInsert<kDim>(cell, cell_hash);
         if (last_cell == static_cast<int>(cell_vertex.size()) / around) {
           cell_vertex.resize(cell_vertex.size() + around, 0);
         }
@@ -785,7 +786,7 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
           for (int i = 0; i < dim; ++i) {
             vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
           }
-          around_cell[mask] = vertices.FindOrInsert(
+          around_cell[mask] = vertices.FindOrInsert<kDim>(
               vkey, cell_hash + r * factor_sum - step_down[mask]) + 1;
         }
         v[r] = around_cell[mask];
@@ -834,9 +835,19 @@ void PermutohedralLattice::Init(const float* features, int dim,
   }
   num_vertices_ = vertices_.size();
 
-  // Neighbours of every vertex along each of the d+1 lattice axes: all
-  // coordinates -1, the axis' one +d (the last coordinate is implicit). Only
-  // the lower one is looked up: v is its lower neighbour's upper one.
+  if (dim == 5) {
+    FindNeighbours<5>();
+  } else {
+    FindNeighbours<0>();
+  }
+}
+
+// Neighbours of every vertex along each of the d+1 lattice axes: all
+// coordinates -1, the axis' one +d (the last coordinate is implicit). Only
+// the lower one is looked up: v is its lower neighbour's upper one.
+template <int kDim>
+void PermutohedralLattice::FindNeighbours() {
+  const int dim = kDim ? kDim : dim_, d1 = dim + 1;
   const int m = num_vertices_;
   neighbour_.assign(2 * static_cast<size_t>(d1) * m, 0);
   keys_scratch_.resize(static_cast<size_t>(Threads()) * dim);
@@ -854,7 +865,7 @@ void PermutohedralLattice::Init(const float* features, int dim,
         lo[axis] = k[axis] + dim;
         shift = KeyFactor(axis) * d1;
       }
-      const int u = vertices_.Find(lo, h - factor_sum + shift);
+      const int u = vertices_.Find<kDim>(lo, h - factor_sum + shift);
       int* row = &neighbour_[2 * static_cast<size_t>(axis) * m];
       row[2 * v] = u + 1;
       if (u >= 0) row[2 * u + 1] = v + 1;
