@@ -75,8 +75,8 @@ class PermutohedralLattice {
     int size() const { return size_; }
     const int* key(int index) const { return &keys_[index * key_size_]; }
     unsigned int hash(int index) const { return hashes_[index]; }
-    // The open-addressing arrays, for block lookups.
-    /// Slots as (index or -1, hash) pairs of ints.
+    /// The open-addressing slots, for block lookups: (index or -1, hash)
+    /// pairs of ints, slot_mask() + 1 of them.
     const int* slots() const {
       return reinterpret_cast<const int*>(slot_.data());
     }
