@@ -87,7 +87,8 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   int classes_;
 
  private:
-  void CheckFinite(const Blob<Dtype>& blob, const char* what) const;
+  /// Dies naming the first non-finite value; returns the largest |value|.
+  double CheckFinite(const Blob<Dtype>& blob, const char* what) const;
   void ComputeRoi(const vector<Blob<Dtype>*>& bottom);
   /// Bilinear resize of one H x W plane to h x w (scale_factor < 1) ...
   void Downsample(const Dtype* src, Dtype* tmp, Dtype* dst) const;

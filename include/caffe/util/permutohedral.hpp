@@ -28,8 +28,11 @@ class PermutohedralLattice {
  public:
   PermutohedralLattice();
 
-  /// features: num_points x dim, row-major.
+  /// features: num_points x dim, row-major, each within +-kMaxFeature.
   void Init(const float* features, int dim, int num_points);
+  /// Beyond this, features lose the float precision the simplex search needs
+  /// (and further out its integer keys overflow); callers check it.
+  static const int kMaxFeature = 10000;
 
   /// out = W in (W' in with transpose) for planar in, out; they must not
   /// overlap. The lattice's W is symmetric only up to a few percent (the

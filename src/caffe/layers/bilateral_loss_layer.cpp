@@ -147,6 +147,13 @@ void BilateralLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
         << name << "': scale_factor " << scale_ << " shrinks the "
         << height_ << " x " << width_ << " input to nothing; raise it";
   }
+  const double reach = (std::max(small_height_, small_width_) - 1) /
+                       (static_cast<double>(sigma_xy_) * scale_);
+  CHECK_LE(reach, PermutohedralLattice::kMaxFeature) << this->type()
+      << " layer '" << name << "': bi_xy_std " << sigma_xy_ << " is too small"
+      << " for a " << height_ << " x " << width_ << " image: positions /"
+      << " bi_xy_std reach " << reach << ", beyond the lattice's range of "
+      << PermutohedralLattice::kMaxFeature << "; raise bi_xy_std";
   ResizeTaps(height_, small_height_, scale_, &near_y_, &lin_y_, &next_y_,
              &frac_y_);
   ResizeTaps(width_, small_width_, scale_, &near_x_, &lin_x_, &next_x_,
@@ -160,11 +167,15 @@ void BilateralLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
 }
 
 template <typename Dtype>
-void BilateralLossLayer<Dtype>::CheckFinite(const Blob<Dtype>& blob,
+double BilateralLossLayer<Dtype>::CheckFinite(const Blob<Dtype>& blob,
     const char* what) const {
   const Dtype* data = blob.cpu_data();
+  double largest = 0;
   for (int i = 0; i < blob.count(); ++i) {
-    if (std::isfinite(data[i])) continue;
+    if (std::isfinite(data[i])) {
+      largest = std::max(largest, std::fabs(static_cast<double>(data[i])));
+      continue;
+    }
     const int area = blob.shape(2) * blob.shape(3);
     LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
         << "': " << what << " " << blob.shape_string() << " holds " << data[i]
@@ -173,6 +184,7 @@ void BilateralLossLayer<Dtype>::CheckFinite(const Blob<Dtype>& blob,
         << ", " << i % blob.shape(3) << "); the values feeding it must be"
         << " finite (a diverged net? lower the learning rate)";
   }
+  return largest;
 }
 
 template <typename Dtype>
@@ -272,7 +284,13 @@ double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
 template <typename Dtype>
 void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
-  CheckFinite(*bottom[0], "bottom[0] (the image)");
+  const double largest = CheckFinite(*bottom[0], "bottom[0] (the image)");
+  CHECK_LE(largest / sigma_rgb_, PermutohedralLattice::kMaxFeature)
+      << this->type() << " layer '" << this->layer_param_.name()
+      << "': image values reach " << largest << ", which over bi_rgb_std "
+      << sigma_rgb_ << " is beyond the lattice's range of "
+      << PermutohedralLattice::kMaxFeature << "; raise bi_rgb_std or feed the"
+      << " image in its usual range (0-255, or mean-subtracted)";
   if (bottom.size() > 2) CheckFinite(*bottom[2], "bottom[2] (the ROI)");
   ComputeRoi(bottom);
   const int hw = small_height_ * small_width_;

@@ -515,6 +515,20 @@ TEST_F(DenseCRFLossLayerDeathTest, TestShapeMismatch) {
       "bottom\\[0\\] \\(the image\\) must be N x C x H x W");
 }
 
+TEST_F(DenseCRFLossLayerDeathTest, TestFeaturesOutOfRange) {
+  // 4 x 5 image: x / bi_xy_std reaches 4 / 1e-4 = 40000.
+  param_.mutable_densecrf_loss_param()->set_bi_xy_std(1e-4);
+  EXPECT_DEATH(SetUpAndForward(),
+      "'crf': bi_xy_std 0.0001 is too small for a 4 x 5 image: positions /"
+      " bi_xy_std reach 40000, beyond the lattice's range of 10000");
+  param_.mutable_densecrf_loss_param()->set_bi_xy_std(10);
+  param_.mutable_densecrf_loss_param()->set_bi_rgb_std(15);
+  image_.mutable_cpu_data()[image_.offset(0, 1, 2, 3)] = -3e5;
+  EXPECT_DEATH(SetUpAndForward(),
+      "'crf': image values reach 300000, which over bi_rgb_std 15 is beyond"
+      " the lattice's range of 10000; raise bi_rgb_std");
+}
+
 TEST_F(DenseCRFLossLayerDeathTest, TestRoiShape) {
   Blob<float> roi(1, 2, 4, 5);
   bottom_.push_back(&roi);

@@ -601,6 +601,8 @@ inline bool CpuHasAvx2() { return false; }
 #endif
 }  // namespace
 
+const int PermutohedralLattice::kMaxFeature;
+
 PermutohedralLattice::PermutohedralLattice()
     : dim_(0), num_points_(0), num_vertices_(0), value_size_(0), stride_(0) {}
 
