@@ -264,7 +264,6 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, int dim, int n,
   }
 }
 
-
 // SimplexBlockAny for a dimension known at compile time, 8 points at a time
 // in registers: the same arithmetic, written on vectors so that nothing
 // round-trips through memory. elevated and rank are not used.
@@ -352,10 +351,10 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
       }
       Store8(mask_out + j * kBlock + b0, mask);
     }
-    Float8 w[8];
+    Float8 w[8] = {};  // rows d1.. stay 0; their columns are not stored
     w[0] = 1.0f + u[0] - u[kDim];
     for (int j = 1; j < d1; ++j) w[j] = u[j] - u[j - 1];
-    Transpose8(w);  // rows d1.. are garbage, columns d1.. too
+    Transpose8(w);
     for (int b = 0; b < m; ++b) {
       std::memcpy(weight + (b0 + b) * d1, &w[b], d1 * sizeof(float));
     }
@@ -586,7 +585,7 @@ __attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
                                     _mm256_add_epi32(around_at, m), 4);
       ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(v[r], zero), ok);
     }
-    Float8 rows[8];
+    Float8 rows[8] = {};
     for (int r = 0; r < d1; ++r) {
       rows[r] = reinterpret_cast<Float8>(_mm256_and_si256(v[r], ok));
     }
