@@ -30,9 +30,10 @@ class PermutohedralLattice {
 
   /// features: num_points x dim, row-major, each within +-kMaxFeature.
   void Init(const float* features, int dim, int num_points);
-  /// Beyond this, features lose the float precision the simplex search needs
-  /// (and further out its integer keys overflow); callers check it.
-  static const int kMaxFeature = 10000;
+  /// Beyond this, float coordinates on the lattice are coarser than a
+  /// quarter unit (the simplex search goes wrong) and further out its
+  /// integer keys overflow; callers check it.
+  static const int kMaxFeature = 100000;
 
   /// out = W in (W' in with transpose) for planar in, out; they must not
   /// overlap. The lattice's W is symmetric only up to a few percent (the

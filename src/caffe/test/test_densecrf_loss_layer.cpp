@@ -516,17 +516,17 @@ TEST_F(DenseCRFLossLayerDeathTest, TestShapeMismatch) {
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestFeaturesOutOfRange) {
-  // 4 x 5 image: x / bi_xy_std reaches 4 / 1e-4 = 40000.
-  param_.mutable_densecrf_loss_param()->set_bi_xy_std(1e-4);
+  // 4 x 5 image: x / bi_xy_std reaches 4 / 1e-5 = 400000.
+  param_.mutable_densecrf_loss_param()->set_bi_xy_std(1e-5);
   EXPECT_DEATH(SetUpAndForward(),
-      "'crf': bi_xy_std 0.0001 is too small for a 4 x 5 image: positions /"
-      " bi_xy_std reach 40000, beyond the lattice's range of 10000");
+      "'crf': bi_xy_std 1e-05 is too small for a 4 x 5 image: positions /"
+      " bi_xy_std reach 400000, beyond the lattice's range of 100000");
   param_.mutable_densecrf_loss_param()->set_bi_xy_std(10);
   param_.mutable_densecrf_loss_param()->set_bi_rgb_std(15);
-  image_.mutable_cpu_data()[image_.offset(0, 1, 2, 3)] = -3e5;
+  image_.mutable_cpu_data()[image_.offset(0, 1, 2, 3)] = -3e6;
   EXPECT_DEATH(SetUpAndForward(),
-      "'crf': image values reach 300000, which over bi_rgb_std 15 is beyond"
-      " the lattice's range of 10000; raise bi_rgb_std");
+      "'crf': image values reach 3e\\+06, which over bi_rgb_std 15 is beyond"
+      " the lattice's range of 100000; raise bi_rgb_std");
 }
 
 TEST_F(DenseCRFLossLayerDeathTest, TestRoiShape) {
