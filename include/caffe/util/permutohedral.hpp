@@ -1,6 +1,8 @@
 #ifndef CAFFE_UTIL_PERMUTOHEDRAL_HPP_
 #define CAFFE_UTIL_PERMUTOHEDRAL_HPP_
 
+#include <cstdlib>
+#include <new>
 #include <vector>
 
 namespace caffe {
@@ -63,6 +65,25 @@ class PermutohedralLattice {
   size_t memory_bytes() const;
 
  private:
+  /// Allocates on cache lines: vertex rows are whole AVX vectors, and a
+  /// vector that straddles two lines costs a split load or store.
+  template <typename T>
+  struct LineAllocator {
+    typedef T value_type;
+    LineAllocator() {}
+    template <typename U>
+    LineAllocator(const LineAllocator<U>&) {}  // NOLINT(runtime/explicit)
+    T* allocate(size_t n) {
+      void* p = NULL;
+      if (posix_memalign(&p, 64, n * sizeof(T)) != 0) throw std::bad_alloc();
+      return static_cast<T*>(p);
+    }
+    void deallocate(T* p, size_t) { free(p); }
+    bool operator==(const LineAllocator&) const { return true; }
+    bool operator!=(const LineAllocator&) const { return false; }
+  };
+  typedef std::vector<float, LineAllocator<float> > AlignedFloats;
+
   /// Open-addressing hash table of integer keys of one length -> 0, 1, ...
   /// in order of insertion. Reset keeps the capacity.
   class KeyTable {
@@ -137,19 +158,19 @@ class PermutohedralLattice {
     std::vector<unsigned int> factor;     // KeyFactor(i)
     std::vector<unsigned int> step_down;  // per mask: its hash offset
     std::vector<unsigned int> hash;       // a block's cell hashes
-    std::vector<float> block;  // one block of points, structure of arrays
+    AlignedFloats block;  // one block of points, structure of arrays
     std::vector<int> iblock;
   };
   std::vector<Builder> builders_;
   // Vertex values: (num_vertices + 1) rows of stride_ floats (row 0 is 0).
   int value_size_;
   int stride_;
-  std::vector<float> splat_;      // the splat (chunk 0, then the sum), kept
-  std::vector<float> partial_;    // the other chunks' splats
-  std::vector<float> blurred_;
-  std::vector<float> scratch_;
+  AlignedFloats splat_;      // the splat (chunk 0, then the sum), kept
+  AlignedFloats partial_;    // the other chunks' splats
+  AlignedFloats blurred_;
+  AlignedFloats scratch_;
   // Per-thread tiles of points, interleaved; scratch, so Slice stays const.
-  mutable std::vector<float> transposed_;
+  mutable AlignedFloats transposed_;
 };
 
 /// Per-pixel features (x/sigma_xy, y/sigma_xy, I_1/sigma_rgb, ...,

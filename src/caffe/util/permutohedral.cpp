@@ -953,7 +953,7 @@ void PermutohedralLattice::Slice(float* out, float scale,
   const int stride = stride_;
   const float alpha = scale / (1.0f + std::pow(2.0f, -dim_));
   const int tiles = (n + kTile - 1) / kTile;
-  std::vector<float>& tiles_buffer = transposed_;
+  AlignedFloats& tiles_buffer = transposed_;
   tiles_buffer.resize(static_cast<size_t>(Threads()) * kTile * stride);
 #pragma omp parallel for schedule(static) if (!Nested())
   for (int i = 0; i < tiles; ++i) {
