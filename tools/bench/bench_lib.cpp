@@ -97,9 +97,9 @@ double rb_lattice(void* handle, const float* image, int num, int channels,
 #ifdef _OPENMP
   threads = omp_get_max_threads();
 #endif
-  const bool across_images = num >= threads && threads > 1;
-#pragma omp parallel for schedule(dynamic, 1) if (across_images)
-  for (int i = 0; i < num; ++i) {
+  // As the layer does: a plain loop unless images go to threads, so that the
+  // lattice's own regions are not nested in an inactive one.
+  auto one_image = [&](int i) {
     const float* img = image + static_cast<size_t>(i) * channels * n;
     caffe::PermutohedralLattice& lattice = state->lattice[i];
     std::vector<float>& features = state->features[i];
@@ -126,6 +126,12 @@ double rb_lattice(void* handle, const float* image, int num, int channels,
     t[4 * i + 2] = t3 - t2;
     t[4 * i + 3] = t4 - t3;
     vertices[i] = lattice.num_vertices();
+  };
+  if (num >= threads && threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < num; ++i) one_image(i);
+  } else {
+    for (int i = 0; i < num; ++i) one_image(i);
   }
   double total = 0;
   for (int j = 0; j < 4; ++j) times[j] = 0;

@@ -315,10 +315,19 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   const int threads = MaxThreads();
   if (static_cast<int>(scratch_.size()) < threads) scratch_.resize(threads);
   const bool across_images = num_ >= threads && threads > 1;
-#pragma omp parallel for schedule(dynamic, 1) if (across_images)
-  for (int n = 0; n < num_; ++n) {
-    image_loss_[n] = FilterImage(image + n * channels_ * plane,
-        prob + n * classes_ * hw, &workspaces_[n], &scratch_[ThreadId()]);
+  // Not inside an inactive parallel region otherwise: the lattice's regions
+  // would be nested ones, whose threads are slow to wake after idling.
+  if (across_images) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int n = 0; n < num_; ++n) {
+      image_loss_[n] = FilterImage(image + n * channels_ * plane,
+          prob + n * classes_ * hw, &workspaces_[n], &scratch_[ThreadId()]);
+    }
+  } else {
+    for (int n = 0; n < num_; ++n) {
+      image_loss_[n] = FilterImage(image + n * channels_ * plane,
+          prob + n * classes_ * hw, &workspaces_[n], &scratch_[0]);
+    }
   }
   double loss = 0;
   for (int n = 0; n < num_; ++n) loss += image_loss_[n];
@@ -330,6 +339,15 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         << " vanished from an image";
   }
   top[0]->mutable_cpu_data()[0] = loss / num_;
+}
+
+template <typename Dtype>
+void BilateralLossLayer<Dtype>::ImageGradientInto(int n, float scale,
+    std::vector<float>* buffer, Dtype* out) {
+  const int count = classes_ * small_height_ * small_width_;
+  ImageGradient(small_height_ * small_width_, scale, &workspaces_[n],
+                FloatOut(out, count, buffer));
+  FinishOut(out, *buffer);
 }
 
 template <typename Dtype>
@@ -351,12 +369,15 @@ void BilateralLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const int threads = MaxThreads();
   if (static_cast<int>(scratch_.size()) < threads) scratch_.resize(threads);
   const bool across_images = num_ >= threads && threads > 1;
-#pragma omp parallel for schedule(dynamic, 1) if (across_images)
-  for (int n = 0; n < num_; ++n) {
-    std::vector<float>& buffer = scratch_[ThreadId()].diff;
-    Dtype* out = diff + n * count;
-    ImageGradient(hw, scale, &workspaces_[n], FloatOut(out, count, &buffer));
-    FinishOut(out, buffer);
+  if (across_images) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int n = 0; n < num_; ++n) {
+      ImageGradientInto(n, scale, &scratch_[ThreadId()].diff, diff + n * count);
+    }
+  } else {
+    for (int n = 0; n < num_; ++n) {
+      ImageGradientInto(n, scale, &scratch_[0].diff, diff + n * count);
+    }
   }
   if (scale_ == 1) return;
   Dtype* tmp = resize_tmp_.mutable_cpu_diff();
