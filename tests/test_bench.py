@@ -65,3 +65,16 @@ def test_bad_options_are_refused(bad, msg, tmp_path):
     r = rloss_cli("bench", "--out", tmp_path / "b", *bad, check=False)
     assert r.returncode == 2 and msg in r.stderr, r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_heap_bytes_follows_allocations():
+    """The memory report's counter moves by what is allocated and freed,
+    byte for byte up to malloc's bookkeeping."""
+    from rloss import bench
+
+    before = bench.heap_bytes()
+    block = np.ones(32 << 20, np.uint8)
+    grown = bench.heap_bytes() - before
+    assert 32 << 20 <= grown < (32 << 20) + (1 << 20)
+    del block
+    assert bench.heap_bytes() - before < 1 << 20
