@@ -97,9 +97,6 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   /// Builds one image's lattice, then calls ImageLoss.
   double FilterImage(const Dtype* image, const Dtype* prob, Workspace* ws,
       Scratch* scratch);
-  /// Image n's ImageGradient, converted into out (Dtype) through buffer.
-  void ImageGradientInto(int n, float scale, std::vector<float>* buffer,
-      Dtype* out);
 
   float sigma_xy_;
   float sigma_rgb_;

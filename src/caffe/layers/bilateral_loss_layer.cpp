@@ -28,6 +28,22 @@ inline int ThreadId() {
 #endif
 }
 
+// Calls f(n, thread) for images [0, num): whole images per thread when there
+// are enough of them, else in order, leaving the lattice's own loops to run
+// in parallel. Not through "parallel for if (...)": an inactive region would
+// make the lattice's regions nested ones, whose threads are slow to wake
+// after idling (3x slower on 2 threads for one image between iterations).
+template <typename F>
+void ForEachImage(int num, F f) {
+  const int threads = MaxThreads();
+  if (num >= threads && threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int n = 0; n < num; ++n) f(n, ThreadId());
+  } else {
+    for (int n = 0; n < num; ++n) f(n, 0);
+  }
+}
+
 // Source taps of a resize from in to out samples by factor s, as PyTorch's
 // interpolate(scale_factor=s) computes them: nearest takes floor(i / s);
 // bilinear (align_corners=False) samples (i + 0.5) / s - 0.5, clamped at 0.
@@ -309,26 +325,15 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     prob = small;
   }
   const Dtype* image = bottom[0]->cpu_data();
-  // Whole images per thread when there are enough of them; otherwise one
-  // image at a time with the lattice's own loops in parallel. Each image's
-  // arithmetic is the same either way, so results do not depend on threads.
-  const int threads = MaxThreads();
-  if (static_cast<int>(scratch_.size()) < threads) scratch_.resize(threads);
-  const bool across_images = num_ >= threads && threads > 1;
-  // Not inside an inactive parallel region otherwise: the lattice's regions
-  // would be nested ones, whose threads are slow to wake after idling.
-  if (across_images) {
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int n = 0; n < num_; ++n) {
-      image_loss_[n] = FilterImage(image + n * channels_ * plane,
-          prob + n * classes_ * hw, &workspaces_[n], &scratch_[ThreadId()]);
-    }
-  } else {
-    for (int n = 0; n < num_; ++n) {
-      image_loss_[n] = FilterImage(image + n * channels_ * plane,
-          prob + n * classes_ * hw, &workspaces_[n], &scratch_[0]);
-    }
+  // Each image's arithmetic is the same whichever way ForEachImage runs it,
+  // so results do not depend on the thread count.
+  if (static_cast<int>(scratch_.size()) < MaxThreads()) {
+    scratch_.resize(MaxThreads());
   }
+  ForEachImage(num_, [&](int n, int thread) {
+    image_loss_[n] = FilterImage(image + n * channels_ * plane,
+        prob + n * classes_ * hw, &workspaces_[n], &scratch_[thread]);
+  });
   double loss = 0;
   for (int n = 0; n < num_; ++n) loss += image_loss_[n];
   if (!std::isfinite(loss)) {
@@ -339,15 +344,6 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
         << " vanished from an image";
   }
   top[0]->mutable_cpu_data()[0] = loss / num_;
-}
-
-template <typename Dtype>
-void BilateralLossLayer<Dtype>::ImageGradientInto(int n, float scale,
-    std::vector<float>* buffer, Dtype* out) {
-  const int count = classes_ * small_height_ * small_width_;
-  ImageGradient(small_height_ * small_width_, scale, &workspaces_[n],
-                FloatOut(out, count, buffer));
-  FinishOut(out, *buffer);
 }
 
 template <typename Dtype>
@@ -366,19 +362,15 @@ void BilateralLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
   const int hw = small_height_ * small_width_, count = classes_ * hw;
   Dtype* diff = scale_ == 1 ? bottom[1]->mutable_cpu_diff()
                             : small_prob_.mutable_cpu_diff();
-  const int threads = MaxThreads();
-  if (static_cast<int>(scratch_.size()) < threads) scratch_.resize(threads);
-  const bool across_images = num_ >= threads && threads > 1;
-  if (across_images) {
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int n = 0; n < num_; ++n) {
-      ImageGradientInto(n, scale, &scratch_[ThreadId()].diff, diff + n * count);
-    }
-  } else {
-    for (int n = 0; n < num_; ++n) {
-      ImageGradientInto(n, scale, &scratch_[0].diff, diff + n * count);
-    }
+  if (static_cast<int>(scratch_.size()) < MaxThreads()) {
+    scratch_.resize(MaxThreads());
   }
+  ForEachImage(num_, [&](int n, int thread) {
+    std::vector<float>& buffer = scratch_[thread].diff;
+    Dtype* out = diff + n * count;
+    ImageGradient(hw, scale, &workspaces_[n], FloatOut(out, count, &buffer));
+    FinishOut(out, buffer);
+  });
   if (scale_ == 1) return;
   Dtype* tmp = resize_tmp_.mutable_cpu_diff();
   Dtype* full = bottom[1]->mutable_cpu_diff();
