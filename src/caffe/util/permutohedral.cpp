@@ -287,7 +287,7 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
       std::copy(p, p + m * kDim, padded);
       p = padded;
     }
-    Float8 elevated[d1], rem0[d1];
+    Float8 elevated[d1];
     Float8 sum = fzero;
     for (int j = kDim; j > 0; --j) {
       const int i = j - 1;
@@ -298,58 +298,65 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
       sum += cf;
     }
     elevated[0] = sum;
-    // Nearest remainder-0 point: ceil(e / d1 - 1/2), ties down.
+    // Nearest remainder-0 point: ceil(e / d1 - 1/2), ties down. Only the
+    // residuals e - rem0 are kept in registers (there are too few for more).
     Int8 coord_sum = zero;
+    Float8 resid[d1];
     for (int i = 0; i < d1; ++i) {
       const Float8 y = elevated[i] * down - 0.5f;
       Float8 r = __builtin_convertvector(__builtin_convertvector(y, Int8),
                                          Float8);
       r = r < y ? r + 1.0f : r;
-      rem0[i] = r * static_cast<float>(d1);
+      resid[i] = elevated[i] - r * static_cast<float>(d1);
+      Store8(rem0_out + i * kBlock + b0, r * static_cast<float>(d1));
       coord_sum += __builtin_convertvector(r, Int8);
     }
     Int8 rank[d1];
     for (int i = 0; i < d1; ++i) rank[i] = zero;
     for (int i = 0; i < kDim; ++i) {
       for (int j = i + 1; j < d1; ++j) {
-        const Int8 less = (elevated[i] - rem0[i]) < (elevated[j] - rem0[j]);
+        const Int8 less = resid[i] < resid[j];
         rank[i] -= less;              // less is -1 where true
         rank[j] += one + less;
       }
     }
+    // Bring the rounded point back onto the hyperplane; then the cell's hash
+    // and whether it is the previous point's cell.
+    const Int8 before = {-1, 0, 1, 2, 3, 4, 5, 6};
+    Int8 h = zero, same = one;
     for (int i = 0; i < d1; ++i) {
       const Int8 r = rank[i] + coord_sum;
       const Int8 shift = (r > kDim) - (r < 0);  // +1 below 0, -1 above dim
       rank[i] = r + shift * d1;
-      rem0[i] += __builtin_convertvector(shift * d1, Float8);
-      Store8(rem0_out + i * kBlock + b0, rem0[i]);
-    }
-    // The cell's hash, and whether it is the previous point's cell.
-    const Int8 before = {-1, 0, 1, 2, 3, 4, 5, 6};
-    Int8 h = zero, same = one;
-    for (int i = 0; i < kDim; ++i) {
-      const Int8 c = __builtin_convertvector(rem0[i], Int8);
+      const Float8 step = __builtin_convertvector(shift * d1, Float8);
+      resid[i] = (resid[i] - step) * down;  // now v_i of SimplexBlockAny
+      const Float8 cell = Load8(rem0_out + i * kBlock + b0) + step;
+      Store8(rem0_out + i * kBlock + b0, cell);
+      if (i == kDim) break;  // the key is the first dim coordinates
+      const Int8 c = __builtin_convertvector(cell, Int8);
       h += c * static_cast<int>(factor[i]);
       Int8 shifted = __builtin_shuffle(c, before & 7);
       const bool first = prev[i] != prev[i];  // NaN: no point before
       shifted[0] = first ? 0 : static_cast<int>(prev[i]);
       same &= (c == shifted) & one;
       if (first) same[0] = 0;
-      prev[i] = rem0[i][m - 1];
+      prev[i] = cell[m - 1];
     }
     std::memcpy(hash_out + b0, &h, sizeof(h));
     Store8(same_out + b0, same);
-    // Barycentric weights and vertex masks, as in SimplexBlockAny.
-    Float8 v[d1], u[d1];
-    for (int i = 0; i < d1; ++i) v[i] = (elevated[i] - rem0[i]) * down;
+    // Barycentric weights and vertex masks, as in SimplexBlockAny; vertex j's
+    // mask holds the coordinates ranked above dim - j, which the u[j - 1]
+    // sum has just picked out.
+    Float8 u[d1];
+    Int8 mask = zero;
     for (int j = 0; j < d1; ++j) {
-      u[j] = fzero;
-      Int8 mask = zero;
-      for (int i = 0; i < d1; ++i) {
-        u[j] += rank[i] == kDim - j ? v[i] : 0.0f;
-        mask |= (rank[i] >= d1 - j) & (1 << i);
-      }
       Store8(mask_out + j * kBlock + b0, mask);
+      u[j] = fzero;
+      for (int i = 0; i < d1; ++i) {
+        const Int8 pick = rank[i] == kDim - j;
+        u[j] += pick ? resid[i] : 0.0f;
+        mask |= pick & (1 << i);
+      }
     }
     Float8 w[8] = {};  // rows d1.. stay 0; their columns are not stored
     w[0] = 1.0f + u[0] - u[kDim];
@@ -548,13 +555,14 @@ __attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
 // is looked for in its home slot only, and its d+1 vertices in the cell's
 // cache. vertex gets d+1 entries per point: the vertices + 1, or all 0 where
 // the cell or any vertex was not found so (the caller looks those up one by
-// one). Reads only, so the results stay valid while the caller inserts.
+// one); found_cell the cell's index where it was found, else -1. Reads only,
+// so the results stay valid while the caller inserts.
 // slot, keys and table_mask are the cell table's (KeyTable::slots).
 template <int kDim>
 __attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
     const int* slot, const int* keys, unsigned int table_mask,
     const int* cell_vertex, const unsigned int* hash, const float* rem0,
-    const int* masks, int* vertex) {
+    const int* masks, int* vertex, int* found_cell) {
   const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   const __m256i zero = _mm256_setzero_si256();
@@ -576,6 +584,8 @@ __attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
           _mm256_loadu_ps(rem0 + i * kBlock + b));
       ok = _mm256_and_si256(ok, _mm256_cmpeq_epi32(k, c));
     }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(found_cell + b),
+                        _mm256_or_si256(index, _mm256_cmpeq_epi32(ok, zero)));
     const __m256i around_at = _mm256_slli_epi32(index, d1);
     __m256i v[8];
     for (int r = 0; r < d1; ++r) {
@@ -703,11 +713,12 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   float* bary = rank + d1 * kBlock;
   float* scale = bary + (d1 + 1) * kBlock;
   float* prev = scale + dim;
-  iblock.resize(2 * d1 + (d1 + 1) * kBlock);
+  iblock.resize(2 * d1 + (d1 + 2) * kBlock);
   int* cell = &iblock[0];  // this point's remainder-0 point
   int* vkey = cell + d1;
   int* masks = vkey + d1;  // d1 x kBlock
   int* same = masks + d1 * kBlock;
+  int* found_cell = same + kBlock;  // the cell's index where gathered, or -1
   // Hashes: a vertex's is its cell's plus r * sum_i factor_i, less d1 times
   // the factors of the coordinates its mask steps down.
   factor.resize(dim);
@@ -743,8 +754,9 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     const bool gathered = gather && cells.size() > 0;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
-      LookupBlock<kDim>(dim, n, cells.slots(), cells.key(0), cells.slot_mask(), &cell_vertex[0],
-                        &hash[0], rem0, masks, vertex + first);
+      LookupBlock<kDim>(dim, n, cells.slots(), cells.key(0),
+                        cells.slot_mask(), &cell_vertex[0], &hash[0], rem0,
+                        masks, vertex + first, found_cell);
     }
 #endif
     for (int b = 0; b < n; ++b) {
@@ -775,7 +787,8 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
         continue;
       }
       if (new_cell) {  // neighbours often share a cell
-        last_cell = cells.FindOrInsert<kDim>(cell, cell_hash);
+        last_cell = gathered && found_cell[b] >= 0 ?
+            found_cell[b] : cells.FindOrInsert<kDim>(cell, cell_hash);
         if (last_cell == static_cast<int>(cell_vertex.size()) / around) {
           cell_vertex.resize(cell_vertex.size() + around, 0);
         }
