@@ -30,7 +30,9 @@ class PermutohedralLattice {
  public:
   PermutohedralLattice();
 
-  /// features: num_points x dim, row-major, each within +-kMaxFeature.
+  /// features: planar, dim planes of num_points floats (feature j of point i
+  /// at features[j * num_points + i], as Caffe stores an image), each within
+  /// +-kMaxFeature.
   void Init(const float* features, int dim, int num_points);
   /// Beyond this, float coordinates on the lattice are coarser than a
   /// quarter unit (the simplex search goes wrong) and further out its
@@ -143,11 +145,11 @@ class PermutohedralLattice {
 
   // Builds the simplices of a range of points with tables of its own.
   struct Builder {
-    void Run(const float* features, int dim, int begin, int end,
-             int* vertex, float* weight);
+    void Run(const float* features, size_t plane, int dim, int begin,
+             int end, int* vertex, float* weight);
     template <int kDim>
-    void RunFor(const float* features, int dyn_dim, int begin, int end,
-                int* vertex, float* weight);
+    void RunFor(const float* features, size_t plane, int dyn_dim, int begin,
+                int end, int* vertex, float* weight);
     KeyTable vertices;
     // Remainder-0 points ("cells") -> cell index, and for each cell the
     // vertices around it (+1; 0 = not looked up yet), indexed by which
@@ -174,7 +176,8 @@ class PermutohedralLattice {
 };
 
 /// Per-pixel features (x/sigma_xy, y/sigma_xy, I_1/sigma_rgb, ...,
-/// I_C/sigma_rgb) of a planar C x H x W image: features is H*W x (2 + C).
+/// I_C/sigma_rgb) of a planar C x H x W image, planar as Init takes them:
+/// features is (2 + C) x H x W.
 void ComputeBilateralFeatures(const float* image, int channels, int height,
     int width, float sigma_xy, float sigma_rgb, float* features);
 

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -186,21 +187,29 @@ template <typename Dtype>
 double BilateralLossLayer<Dtype>::CheckFinite(const Blob<Dtype>& blob,
     const char* what) const {
   const Dtype* data = blob.cpu_data();
-  double largest = 0;
-  for (int i = 0; i < blob.count(); ++i) {
-    if (std::isfinite(data[i])) {
-      largest = std::max(largest, std::fabs(static_cast<double>(data[i])));
-      continue;
-    }
-    const int area = blob.shape(2) * blob.shape(3);
-    LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
-        << "': " << what << " " << blob.shape_string() << " holds " << data[i]
-        << " at (n, c, y, x) = (" << i / (blob.shape(1) * area) << ", "
-        << (i / area) % blob.shape(1) << ", " << (i % area) / blob.shape(3)
-        << ", " << i % blob.shape(3) << "); the values feeding it must be"
-        << " finite (a diverged net? lower the learning rate)";
+  const int count = blob.count();
+  Dtype largest = 0;
+  int finite = 1;
+  // One branch-free pass (it vectorises); the culprit is looked for only
+  // when there is one.
+#pragma omp simd reduction(max : largest) reduction(& : finite)
+  for (int i = 0; i < count; ++i) {
+    const Dtype a = std::fabs(data[i]);
+    finite &= a <= std::numeric_limits<Dtype>::max();  // false for NaN, inf
+    largest = std::max(largest, a);
   }
-  return largest;
+  if (finite) return largest;
+  const int i = std::find_if(data, data + count, [](Dtype v) {
+    return !std::isfinite(v);
+  }) - data;
+  const int area = blob.shape(2) * blob.shape(3);
+  LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
+      << "': " << what << " " << blob.shape_string() << " holds " << data[i]
+      << " at (n, c, y, x) = (" << i / (blob.shape(1) * area) << ", "
+      << (i / area) % blob.shape(1) << ", " << (i % area) / blob.shape(3)
+      << ", " << i % blob.shape(3) << "); the values feeding it must be"
+      << " finite (a diverged net? lower the learning rate)";
+  return 0;
 }
 
 template <typename Dtype>
@@ -209,18 +218,34 @@ void BilateralLossLayer<Dtype>::ComputeRoi(const vector<Blob<Dtype>*>& bottom) {
   const int plane = height_ * width_;
   const Dtype* image = bottom[0]->cpu_data();
   const Dtype* roi_in = bottom.size() > 2 ? bottom[2]->cpu_data() : NULL;
+  // Without an ROI bottom, inside where some channel does not truncate to 0:
+  // |v| >= 1 (the image is finite here), which vectorises.
   for (int n = 0; n < num_; ++n) {
     std::vector<float>& roi = workspaces_[n].roi;
-    roi.resize(h * w);
+    roi.assign(h * w, 0);
+    if (scale_ == 1) {
+      if (roi_in) {
+        const Dtype* in = roi_in + n * plane;
+        for (int i = 0; i < plane; ++i) roi[i] = in[i] != 0 ? 1 : 0;
+        continue;
+      }
+      for (int c = 0; c < channels_; ++c) {
+        const Dtype* in = image + (n * channels_ + c) * plane;
+        for (int i = 0; i < plane; ++i) {
+          roi[i] = std::fabs(in[i]) >= 1 ? 1 : roi[i];
+        }
+      }
+      continue;
+    }
     for (int ys = 0; ys < h; ++ys) {
       for (int xs = 0; xs < w; ++xs) {
         const int at = near_y_[ys] * width_ + near_x_[xs];
         bool inside = false;
         if (roi_in) {
           inside = roi_in[n * plane + at] != 0;
-        } else {  // outside where every channel truncates to 0
+        } else {
           for (int c = 0; c < channels_ && !inside; ++c) {
-            inside = std::trunc(image[(n * channels_ + c) * plane + at]) != 0;
+            inside = std::fabs(image[(n * channels_ + c) * plane + at]) >= 1;
           }
         }
         roi[ys * w + xs] = inside ? 1 : 0;
@@ -279,19 +304,25 @@ double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
   const int h = small_height_, w = small_width_, hw = h * w;
   const int C = channels_, dim = 2 + C;
   const int plane = height_ * width_;
-  std::vector<float>& sampled = scratch->image;
-  std::vector<float>& features = scratch->features;
-  sampled.resize(C * hw);
-  for (int c = 0; c < C; ++c) {
-    for (int ys = 0; ys < h; ++ys) {
-      const Dtype* row = image + c * plane + near_y_[ys] * width_;
-      float* out = &sampled[(c * h + ys) * w];
-      for (int xs = 0; xs < w; ++xs) out[xs] = row[near_x_[xs]];
+  const float* planar;  // the image at the filtered resolution, as float
+  if (scale_ == 1) {
+    planar = AsFloat(image, C * hw, &scratch->image);
+  } else {
+    std::vector<float>& sampled = scratch->image;
+    sampled.resize(C * hw);
+    for (int c = 0; c < C; ++c) {
+      for (int ys = 0; ys < h; ++ys) {
+        const Dtype* row = image + c * plane + near_y_[ys] * width_;
+        float* out = &sampled[(c * h + ys) * w];
+        for (int xs = 0; xs < w; ++xs) out[xs] = row[near_x_[xs]];
+      }
     }
+    planar = &sampled[0];
   }
+  std::vector<float>& features = scratch->features;
   features.resize(hw * dim);
-  ComputeBilateralFeatures(&sampled[0], C, h, w, sigma_xy_ * scale_,
-                           sigma_rgb_, &features[0]);
+  ComputeBilateralFeatures(planar, C, h, w, sigma_xy_ * scale_, sigma_rgb_,
+                           &features[0]);
   ws->lattice.Init(&features[0], dim, hw);
   return ImageLoss(AsFloat(prob, classes_ * hw, &scratch->prob), hw, ws,
                    scratch);

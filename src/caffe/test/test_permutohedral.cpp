@@ -39,7 +39,8 @@ std::vector<float> MakeValues(int count, unsigned int seed = 3) {
   return values;
 }
 
-// out = G in with G_ij = exp(-|f_i - f_j|^2 / 2), planar values.
+// out = G in with G_ij = exp(-|f_i - f_j|^2 / 2), planar features and
+// values.
 std::vector<double> BruteForce(const std::vector<float>& features, int dim,
     const std::vector<float>& values, int value_size) {
   const int n = features.size() / dim;
@@ -48,7 +49,7 @@ std::vector<double> BruteForce(const std::vector<float>& features, int dim,
     for (int j = 0; j < n; ++j) {
       double d2 = 0;
       for (int t = 0; t < dim; ++t) {
-        const double d = features[i * dim + t] - features[j * dim + t];
+        const double d = features[t * n + i] - features[t * n + j];
         d2 += d * d;
       }
       const double g = std::exp(-d2 / 2);

@@ -136,17 +136,18 @@ RLOSS_INLINE void Transpose8(Float8 r[8]) {
 // cell's hash (with factor[i] = KeyFactor(i)) and whether it is the previous
 // point's; prev holds the cell of the point before the block, and is updated
 // to the block's last. elevated, rank and bary are left holding scratch.
-RLOSS_INLINE void SimplexBlockAny(const float* features, int dim, int n,
+RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
+    int dim, int n,
     const float* scale, const unsigned int* factor, float* prev,
     float* elevated, float* rem0, float* rank, float* bary, int* mask,
     unsigned int* hash, int* same, float* weight) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
-  // The block's features are first transposed into bary's space.
+  // The block's features are first copied into bary's space.
   float* f = bary;
-  for (int b = 0; b < n; ++b) {
-    for (int j = 0; j < dim; ++j) f[j * kBlock + b] = features[b * dim + j];
+  for (int j = 0; j < dim; ++j) {
+    for (int b = 0; b < n; ++b) f[j * kBlock + b] = features[j * plane + b];
   }
   for (int j = 0; j < dim; ++j) {
     for (int b = n; b < kBlock; ++b) f[j * kBlock + b] = 0;
@@ -268,8 +269,8 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, int dim, int n,
 // in registers: the same arithmetic, written on vectors so that nothing
 // round-trips through memory. elevated and rank are not used.
 template <int kDim>
-RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
-    const float* scale, const unsigned int* factor, float* prev,
+RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
+    int n, const float* scale, const unsigned int* factor, float* prev,
     float* rem0_out, float* weight, int* mask_out, unsigned int* hash_out,
     int* same_out) {
   const int d1 = kDim + 1;
@@ -280,20 +281,22 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
   for (int b0 = 0; b0 < kBlock; b0 += 8) {
     const int m = std::min(8, n - b0);
     if (m <= 0) break;  // lanes past n are only read in whole groups of 8
-    const float* p = features + b0 * kDim;
+    const float* p = features + b0;
+    size_t stride = plane;
     float padded[8 * kDim];  // the block's last points, zero-padded
     if (m < 8) {
       std::fill(padded, padded + 8 * kDim, 0.0f);
-      std::copy(p, p + m * kDim, padded);
+      for (int i = 0; i < kDim; ++i) {
+        std::copy(p + i * plane, p + i * plane + m, padded + 8 * i);
+      }
       p = padded;
+      stride = 8;
     }
     Float8 elevated[d1];
     Float8 sum = fzero;
     for (int j = kDim; j > 0; --j) {
       const int i = j - 1;
-      const Float8 f = {p[i], p[kDim + i], p[2 * kDim + i], p[3 * kDim + i],
-          p[4 * kDim + i], p[5 * kDim + i], p[6 * kDim + i], p[7 * kDim + i]};
-      const Float8 cf = f * scale[i];
+      const Float8 cf = Load8(p + i * stride) * scale[i];
       elevated[j] = sum - static_cast<float>(j) * cf;
       sum += cf;
     }
@@ -370,16 +373,16 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, int n,
 
 // Five features (x, y and RGB) are the common case: unrolled for them.
 RLOSS_VECTOR_CLONES
-void SimplexBlock(const float* features, int dim, int n, const float* scale,
-    const unsigned int* factor, float* prev, float* elevated, float* rem0,
-    float* rank, float* bary, int* mask, unsigned int* hash, int* same,
-    float* weight) {
+void SimplexBlock(const float* features, size_t plane, int dim, int n,
+    const float* scale, const unsigned int* factor, float* prev,
+    float* elevated, float* rem0, float* rank, float* bary, int* mask,
+    unsigned int* hash, int* same, float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5>(features, n, scale, factor, prev, rem0, weight, mask,
-                         hash, same);
+    SimplexBlockFixed<5>(features, plane, n, scale, factor, prev, rem0, weight,
+                         mask, hash, same);
   } else {
-    SimplexBlockAny(features, dim, n, scale, factor, prev, elevated, rem0,
-                    rank, bary, mask, hash, same, weight);
+    SimplexBlockAny(features, plane, dim, n, scale, factor, prev, elevated,
+                    rem0, rank, bary, mask, hash, same, weight);
   }
 }
 
@@ -679,15 +682,15 @@ size_t PermutohedralLattice::KeyTable::bytes() const {
                         hashes_.capacity());
 }
 
-// Finds the simplices of points [begin, end): their weights, and their
-// vertices as indices (+1) into this builder's own vertex table, numbered
-// in order of first touch.
-void PermutohedralLattice::Builder::Run(const float* features, int dim,
-    int begin, int end, int* vertex, float* weight) {
+// Finds the simplices of points [begin, end) of planar features: their
+// weights, and their vertices as indices (+1) into this builder's own vertex
+// table, numbered in order of first touch.
+void PermutohedralLattice::Builder::Run(const float* features, size_t plane,
+    int dim, int begin, int end, int* vertex, float* weight) {
   if (dim == 5) {
-    RunFor<5>(features, dim, begin, end, vertex, weight);
+    RunFor<5>(features, plane, dim, begin, end, vertex, weight);
   } else {
-    RunFor<0>(features, dim, begin, end, vertex, weight);
+    RunFor<0>(features, plane, dim, begin, end, vertex, weight);
   }
 }
 
@@ -695,7 +698,8 @@ void PermutohedralLattice::Builder::Run(const float* features, int dim,
 // d+1 vertices unroll; 0 takes it from dyn_dim.
 template <int kDim>
 void PermutohedralLattice::Builder::RunFor(const float* features,
-    int dyn_dim, int begin, int end, int* vertex, float* weight) {
+    size_t plane, int dyn_dim, int begin, int end, int* vertex,
+    float* weight) {
   const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   vertices.Reset(dim);
@@ -748,9 +752,9 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   for (int p0 = begin; p0 < end; p0 += kBlock) {
     const int n = std::min(kBlock, end - p0);
     const size_t first = static_cast<size_t>(p0) * d1;
-    SimplexBlock(features + static_cast<size_t>(p0) * dim, dim, n, scale,
-                 &factor[0], prev, elevated, rem0, rank, bary, masks,
-                 &hash[0], same, weight + first);
+    SimplexBlock(features + p0, plane, dim, n, scale, &factor[0], prev,
+                 elevated, rem0, rank, bary, masks, &hash[0], same,
+                 weight + first);
     const bool gathered = gather && cells.size() > 0;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
@@ -823,7 +827,7 @@ void PermutohedralLattice::Init(const float* features, int dim,
   if (static_cast<int>(builders_.size()) < chunks) builders_.resize(chunks);
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int c = 0; c < chunks; ++c) {
-    builders_[c].Run(features, dim,
+    builders_[c].Run(features, num_points, dim,
         static_cast<long long>(num_points) * c / chunks,
         static_cast<long long>(num_points) * (c + 1) / chunks,
         vertex_.data(), weight_.data());
@@ -984,6 +988,7 @@ void PermutohedralLattice::Slice(float* out, float scale,
 double PermutohedralLattice::SplatDotBlurred() const {
   const size_t size = (static_cast<size_t>(num_vertices_) + 1) * stride_;
   double dot = 0;
+#pragma omp simd reduction(+ : dot)
   for (size_t i = stride_; i < size; ++i) {
     dot += static_cast<double>(splat_[i]) * blurred_[i];
   }
@@ -1016,34 +1021,23 @@ size_t PermutohedralLattice::memory_bytes() const {
 }
 
 // Divisions, not multiplications by 1/sigma, so that the features are the
-// published layer's to the bit; done a row piece at a time so they vectorise.
+// published layer's to the bit.
 RLOSS_VECTOR_CLONES
 void ComputeBilateralFeatures(const float* image, int channels, int height,
     int width, float sigma_xy, float sigma_rgb, float* features) {
-  const int dim = 2 + channels;
   const size_t plane = static_cast<size_t>(height) * width;
-  const int kPiece = 64;
-  float scaled[kPiece];
+  float* fx = features;
+  float* fy = features + plane;
   for (int y = 0; y < height; ++y) {
-    const float fy = y / sigma_xy;
-    for (int x0 = 0; x0 < width; x0 += kPiece) {
-      const int len = std::min(kPiece, width - x0);
-      const size_t i0 = static_cast<size_t>(y) * width + x0;
-      float* f = features + i0 * dim;
-      for (int j = 0; j < len; ++j) {
-        scaled[j] = static_cast<float>(x0 + j) / sigma_xy;
-      }
-      for (int j = 0; j < len; ++j) {
-        f[j * dim] = scaled[j];
-        f[j * dim + 1] = fy;
-      }
-      for (int c = 0; c < channels; ++c) {
-        const float* in = image + c * plane + i0;
-        for (int j = 0; j < len; ++j) scaled[j] = in[j] / sigma_rgb;
-        for (int j = 0; j < len; ++j) f[j * dim + 2 + c] = scaled[j];
-      }
+    const float row = y / sigma_xy;
+    for (int x = 0; x < width; ++x) {
+      fx[static_cast<size_t>(y) * width + x] = x / sigma_xy;
+      fy[static_cast<size_t>(y) * width + x] = row;
     }
   }
+  const size_t count = plane * channels;
+  float* fc = features + 2 * plane;
+  for (size_t i = 0; i < count; ++i) fc[i] = image[i] / sigma_rgb;
 }
 
 void filterrgbxy(const float* image, int channels, int height, int width,
