@@ -389,31 +389,34 @@ void SimplexBlock(const float* features, size_t plane, int dim, int n,
 
 // tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
 // zero for k in [vs, stride): planar values to interleaved rows. Each plane
-// has avail points from in on, for prefetching.
+// has avail points from in on, for prefetching. Eight planes at a time: where
+// the plane size is near a multiple of 4 KiB all planes map to the same L1
+// sets, and more streams than the cache has ways would evict each other.
 RLOSS_VECTOR_CLONES
 void GatherTile(const float* in, size_t plane, int vs, int nt, int avail,
     const float* point_weight, int stride, float* tile) {
-  int t0 = 0;
-  for (; t0 + 8 <= nt; t0 += 8) {
-    Float8 w = {1, 1, 1, 1, 1, 1, 1, 1};
-    if (point_weight) w = Load8(point_weight + t0);
-    if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
-      // vs streams are too many for the hardware prefetcher
-      for (int k = 0; k < vs; ++k) {
-        __builtin_prefetch(in + k * plane + t0 + kPrefetch);
+  const int whole = nt / 8 * 8;
+  for (int k0 = 0; k0 < stride; k0 += 8) {
+    const int planes = std::max(0, std::min(8, vs - k0));
+    for (int t0 = 0; t0 < whole; t0 += 8) {
+      if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
+        // vs streams are too many for the hardware prefetcher
+        for (int i = 0; i < planes; ++i) {
+          __builtin_prefetch(in + (k0 + i) * plane + t0 + kPrefetch);
+        }
       }
-    }
-    for (int k0 = 0; k0 < stride; k0 += 8) {
+      Float8 w = {1, 1, 1, 1, 1, 1, 1, 1};
+      if (point_weight) w = Load8(point_weight + t0);
       Float8 r[8];
       for (int i = 0; i < 8; ++i) {
         const Float8 zero = {0};
-        r[i] = k0 + i < vs ? Load8(in + (k0 + i) * plane + t0) * w : zero;
+        r[i] = i < planes ? Load8(in + (k0 + i) * plane + t0) * w : zero;
       }
       Transpose8(r);
       for (int i = 0; i < 8; ++i) Store8(tile + (t0 + i) * stride + k0, r[i]);
     }
   }
-  for (int t = t0; t < nt; ++t) {
+  for (int t = whole; t < nt; ++t) {
     const float w = point_weight ? point_weight[t] : 1.0f;
     for (int k = 0; k < stride; ++k) {
       tile[t * stride + k] = k < vs ? in[k * plane + t] * w : 0.0f;
@@ -422,29 +425,31 @@ void GatherTile(const float* in, size_t plane, int vs, int nt, int avail,
 }
 
 // out[k * plane + t] = scale * point_weight[t] * tile[t * stride + k]:
-// interleaved rows back to planar values (avail points from out on).
+// interleaved rows back to planar values (avail points from out on), eight
+// planes at a time as in GatherTile.
 RLOSS_VECTOR_CLONES
 void ScatterTile(const float* tile, int nt, int avail, int vs, int stride,
     float scale, const float* point_weight, size_t plane, float* out) {
-  int t0 = 0;
-  for (; t0 + 8 <= nt; t0 += 8) {
-    Float8 w = {scale, scale, scale, scale, scale, scale, scale, scale};
-    if (point_weight) w *= Load8(point_weight + t0);
-    if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
-      for (int k = 0; k < vs; ++k) {
-        __builtin_prefetch(out + k * plane + t0 + kPrefetch, 1);
+  const int whole = nt / 8 * 8;
+  for (int k0 = 0; k0 < vs; k0 += 8) {
+    const int planes = std::min(8, vs - k0);
+    for (int t0 = 0; t0 < whole; t0 += 8) {
+      if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
+        for (int i = 0; i < planes; ++i) {
+          __builtin_prefetch(out + (k0 + i) * plane + t0 + kPrefetch, 1);
+        }
       }
-    }
-    for (int k0 = 0; k0 < vs; k0 += 8) {
+      Float8 w = {scale, scale, scale, scale, scale, scale, scale, scale};
+      if (point_weight) w *= Load8(point_weight + t0);
       Float8 r[8];
       for (int i = 0; i < 8; ++i) r[i] = Load8(tile + (t0 + i) * stride + k0);
       Transpose8(r);
-      for (int i = 0; i < 8 && k0 + i < vs; ++i) {
+      for (int i = 0; i < planes; ++i) {
         Store8(out + (k0 + i) * plane + t0, r[i] * w);
       }
     }
   }
-  for (int t = t0; t < nt; ++t) {
+  for (int t = whole; t < nt; ++t) {
     const float w = point_weight ? scale * point_weight[t] : scale;
     for (int k = 0; k < vs; ++k) out[k * plane + t] = w * tile[t * stride + k];
   }
