@@ -20,11 +20,12 @@ namespace caffe {
  * Init() builds the lattice once per feature set. Filter() is Splat(), Blur()
  * and Slice(), which are public so that a caller can stop on the lattice:
  * <in, W in> = SplatDotBlurred() needs no slice. Call them in that order
- * after Init(); Blur() and Slice() use the last Splat()'s values. Values are planar
- * (value_size planes of num_points floats, as Caffe stores blobs) and are
- * filtered all at once. Buffers are kept between calls: a lattice reused for
- * same-sized inputs does not allocate. Loops run in OpenMP parallel regions
- * unless called from inside one; results do not depend on the thread count.
+ * after Init(); Blur() and Slice() use the last Splat()'s values. Values are
+ * planar (value_size planes of num_points floats, as Caffe stores blobs) and
+ * are filtered all at once. Buffers are kept between calls: a lattice reused
+ * for same-sized inputs does not allocate. Loops run in OpenMP parallel
+ * regions unless called from inside one; results do not depend on the thread
+ * count.
  */
 class PermutohedralLattice {
  public:

@@ -137,8 +137,9 @@ void BilateralLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   CHECK_GE(prob.shape(1), 1) << this->type() << " layer '" << name
       << "': bottom[1] (the probabilities) has no classes: "
       << prob.shape_string();
-  CHECK(image.shape(2) >= 1 && image.shape(3) >= 1) << this->type() << " layer '"
-      << name << "': the image is empty: " << image.shape_string();
+  CHECK(image.shape(2) >= 1 && image.shape(3) >= 1) << this->type()
+      << " layer '" << name << "': the image is empty: "
+      << image.shape_string();
   if (bottom.size() > 2) {
     const Blob<Dtype>& roi = *bottom[2];
     CHECK(roi.num_axes() == 4 && roi.shape(0) == image.shape(0) &&

@@ -745,7 +745,8 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   }
   std::fill(prev, prev + dim, std::numeric_limits<float>::quiet_NaN());
   int last_cell = -1;
-  bool cell_known = false;  // cell, cell_hash and last_cell are the last point's
+  // cell, cell_hash and last_cell are the last point's
+  bool cell_known = false;
   unsigned int cell_hash = 0;
   const bool gather = use_cells && d1 <= 8 && CpuHasAvx2();
 
@@ -828,7 +829,8 @@ void PermutohedralLattice::Init(const float* features, int dim,
   // Chunks of points are built in parallel, each with its own tables, then
   // merged in chunk order: vertices keep their first-touch numbers, so the
   // lattice is the same on any number of threads.
-  const int chunks = std::max(1, std::min(Threads(), num_points / kChunkPoints));
+  const int chunks =
+      std::max(1, std::min(Threads(), num_points / kChunkPoints));
   if (static_cast<int>(builders_.size()) < chunks) builders_.resize(chunks);
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int c = 0; c < chunks; ++c) {
@@ -851,8 +853,8 @@ void PermutohedralLattice::Init(const float* features, int dim,
     for (int c = 1; c < chunks; ++c) {
       const int* global = &builders_[c].global[0];
       const size_t first = static_cast<long long>(num_points) * c / chunks * d1;
-      const size_t last = static_cast<long long>(num_points) * (c + 1) / chunks *
-                          d1;
+      const size_t last =
+          static_cast<long long>(num_points) * (c + 1) / chunks * d1;
       for (size_t i = first; i < last; ++i) vertex_[i] = global[vertex_[i] - 1];
     }
   }
@@ -920,8 +922,8 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
     for (int p0 = static_cast<int>(static_cast<long long>(n) * c / chunks);
          p0 < end; p0 += kTile) {
       const int nt = std::min(kTile, end - p0);
-      GatherTile(in + p0, n, vs, nt, n - p0, point_weight ? point_weight + p0 : NULL,
-                 stride, tile);
+      GatherTile(in + p0, n, vs, nt, n - p0,
+                 point_weight ? point_weight + p0 : NULL, stride, tile);
       SplatTile(tile, nt, d1, stride, &vertex_[static_cast<size_t>(p0) * d1],
                 &weight_[static_cast<size_t>(p0) * d1], acc);
     }
@@ -1014,7 +1016,8 @@ size_t PermutohedralLattice::memory_bytes() const {
     const Builder& b = builders_[c];
     bytes += b.vertices.bytes() + b.cells.bytes() +
         sizeof(int) * (b.cell_vertex.capacity() + b.iblock.capacity() +
-                       b.global.capacity()) + sizeof(float) * b.block.capacity();
+                       b.global.capacity()) +
+        sizeof(float) * b.block.capacity();
   }
   return bytes +
          sizeof(int) * (vertex_.capacity() + neighbour_.capacity() +
