@@ -36,6 +36,7 @@ namespace caffe {
 namespace {
 
 const int kBlock = 16;       // points per structure-of-arrays build block
+static_assert(kBlock <= 32, "a block's pending points are bits of an int");
 const int kTile = 64;        // points per transpose tile in splat and slice
 const int kLanes = 8;        // vertex rows are padded to whole AVX vectors
 const int kChunkPoints = 16384;  // points per splat chunk (at most kChunks)
@@ -563,17 +564,19 @@ __attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
 // is looked for in its home slot only, and its d+1 vertices in the cell's
 // cache. vertex gets d+1 entries per point: the vertices + 1, or all 0 where
 // the cell or any vertex was not found so (the caller looks those up one by
-// one); found_cell the cell's index where it was found, else -1. Reads only,
-// so the results stay valid while the caller inserts.
+// one); found_cell the cell's index where it was found, else -1. Returns a
+// bit per point not found so. Reads only, so the results stay valid while
+// the caller inserts.
 // slot, keys and table_mask are the cell table's (KeyTable::slots).
 template <int kDim>
-__attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
+__attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
     const int* slot, const int* keys, unsigned int table_mask,
     const int* cell_vertex, const unsigned int* hash, const float* rem0,
     const int* masks, int* vertex, int* found_cell) {
   const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   const __m256i zero = _mm256_setzero_si256();
+  unsigned int missed = 0;
   for (int b = 0; b < n; b += 8) {
     const __m256i h = _mm256_loadu_si256(
         reinterpret_cast<const __m256i*>(hash + b));
@@ -603,6 +606,9 @@ __attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
                                     _mm256_add_epi32(around_at, m), 4);
       ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(v[r], zero), ok);
     }
+    missed |= static_cast<unsigned int>(
+        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(ok, zero))))
+        << b;
     Float8 rows[8] = {};
     for (int r = 0; r < d1; ++r) {
       rows[r] = reinterpret_cast<Float8>(_mm256_and_si256(v[r], ok));
@@ -612,6 +618,7 @@ __attribute__((target("avx2"))) void LookupBlock(int dyn_dim, int n,
       std::memcpy(vertex + (b + p) * d1, &rows[p], d1 * sizeof(int));
     }
   }
+  return missed & ((2u << (n - 1)) - 1);
 }
 #else
 inline bool CpuHasAvx2() { return false; }
@@ -744,9 +751,9 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     step_down[m] = sum * d1;
   }
   std::fill(prev, prev + dim, std::numeric_limits<float>::quiet_NaN());
-  int last_cell = -1;
-  // cell, cell_hash and last_cell are the last point's
-  bool cell_known = false;
+  // cell, cell_hash and last_cell are those of the point last looked up one
+  // by one, last_point.
+  int last_cell = -1, last_point = begin - 2;
   unsigned int cell_hash = 0;
   const bool gather = use_cells && d1 <= 8 && CpuHasAvx2();
 
@@ -762,26 +769,25 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
                  elevated, rem0, rank, bary, masks, &hash[0], same,
                  weight + first);
     const bool gathered = gather && cells.size() > 0;
+    // Bits of the points left to look up one by one.
+    unsigned int pending = (2u << (n - 1)) - 1;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
-      LookupBlock<kDim>(dim, n, cells.slots(), cells.key(0),
-                        cells.slot_mask(), &cell_vertex[0], &hash[0], rem0,
-                        masks, vertex + first, found_cell);
+      pending = LookupBlock<kDim>(dim, n, cells.slots(), cells.key(0),
+          cells.slot_mask(), &cell_vertex[0], &hash[0], rem0, masks,
+          vertex + first, found_cell);
     }
 #endif
-    for (int b = 0; b < n; ++b) {
+    for (; pending != 0; pending &= pending - 1) {
+      const int b = __builtin_ctz(pending);
       int* v = vertex + first + b * d1;
-      if (gathered && v[0] != 0) {  // all or none of a point's are found
-        cell_known = false;
-        continue;
-      }
-      const bool new_cell = !same[b] || !cell_known;
+      const bool new_cell = !same[b] || last_point != p0 + b - 1;
+      last_point = p0 + b;
       if (new_cell) {
         for (int i = 0; i < d1; ++i) {
           cell[i] = static_cast<int>(rem0[i * kBlock + b]);
         }
         cell_hash = hash[b];
-        cell_known = true;
       }
       // Vertex r of the simplex is the cell's point plus r in every
       // coordinate, less d+1 in the r coordinates ranked highest: the set of
