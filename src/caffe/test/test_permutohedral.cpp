@@ -276,6 +276,62 @@ TEST(PermutohedralTest, TestThreadsGiveSameBits) {
 #endif
 }
 
+// Clusters far apart in feature space share no vertex, so each filters as it
+// would alone, to the bit: the build must never take one cell or vertex for
+// another. 243 clusters lie on a grid near the origin and 32 far out, and
+// each cluster's points come back in later runs, so its cells are found
+// again, by the gathered lookup, in later build blocks.
+TEST(PermutohedralTest, TestDistantClustersAreIndependent) {
+  const int dim = 5, near = 243, far = 32, rounds = 4, vs = 3;
+  std::vector<int> owner;
+  for (int r = 0; r < rounds; ++r) {
+    for (int c = 0; c < near; ++c) owner.push_back(c);
+    for (int c = 0; c < far && r % 2 == 1; ++c) owner.push_back(near + c);
+  }
+  const int n = owner.size();
+  std::vector<float> features(dim * n);
+  const std::vector<float> jitter = MakeValues(dim * n, 11);
+  for (int p = 0; p < n; ++p) {
+    int c = owner[p];
+    for (int j = 0; j < dim; ++j) {
+      float centre;
+      if (c < near) {
+        centre = 15.0f * (c % 3 - 1);  // -15, 0 or 15
+        c /= 3;
+      } else {
+        centre = ((c - near) >> j) & 1 ? 300 : -300;
+      }
+      features[j * n + p] = centre + jitter[j * n + p];
+    }
+  }
+  const std::vector<float> values = MakeValues(vs * n, 12);
+  std::vector<float> out(vs * n);
+  PermutohedralLattice all;
+  all.Init(features.data(), dim, n);
+  all.Filter(values.data(), vs, out.data());
+  for (int c = 0; c < near + far; ++c) {
+    std::vector<int> points;
+    for (int p = 0; p < n; ++p) {
+      if (owner[p] == c) points.push_back(p);
+    }
+    const int m = points.size();
+    std::vector<float> f(dim * m), v(vs * m), o(vs * m);
+    for (int i = 0; i < m; ++i) {
+      for (int j = 0; j < dim; ++j) f[j * m + i] = features[j * n + points[i]];
+      for (int k = 0; k < vs; ++k) v[k * m + i] = values[k * n + points[i]];
+    }
+    PermutohedralLattice alone;
+    alone.Init(f.data(), dim, m);
+    alone.Filter(v.data(), vs, o.data());
+    for (int i = 0; i < m; ++i) {
+      for (int k = 0; k < vs; ++k) {
+        ASSERT_EQ(out[k * n + points[i]], o[k * m + i])
+            << "cluster " << c << ", point " << points[i];
+      }
+    }
+  }
+}
+
 TEST(PermutohedralTest, TestNoPoints) {
   PermutohedralLattice lattice;
   lattice.Init(NULL, 5, 0);
