@@ -254,10 +254,11 @@ TEST(PermutohedralTest, TestSplatBlurSlicePieces) {
 }
 
 // Splat sums fixed chunks in a fixed order and every other loop writes
-// disjoint outputs, so the thread count does not change a bit.
+// disjoint outputs, so the thread count does not change a bit. 260 x 256
+// points make the four chunks, which one thread adds up one by one.
 TEST(PermutohedralTest, TestThreadsGiveSameBits) {
 #ifdef _OPENMP
-  const int height = 200, width = 180, channels = 3, vs = 5;
+  const int height = 260, width = 256, channels = 3, vs = 5;
   const int n = height * width;
   const std::vector<float> image = MakeImage(channels, height, width, true);
   const std::vector<float> in = MakeValues(vs * n, 4);

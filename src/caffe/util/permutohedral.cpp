@@ -530,6 +530,12 @@ void SliceTile(const float* values, int n, int d1, int stride,
   ByColumns<SliceColumns>(values, n, d1, stride, vertex, weight, tile);
 }
 
+// sum[i] += part[i]
+RLOSS_VECTOR_CLONES
+void AddTo(const float* part, size_t size, float* sum) {
+  for (size_t i = 0; i < size; ++i) sum[i] += part[i];
+}
+
 // dst[v + 1] = src[v + 1] + (src[lo] + src[hi]) / 2 for vertices [begin, end).
 RLOSS_VECTOR_CLONES
 void BlurRows(const float* src, const int* neighbour, int begin, int end,
@@ -914,13 +920,18 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
   const size_t size = rows * stride_;
   // Fixed chunks, summed in a fixed order: the same bits on any thread count.
   const int chunks = std::max(1, std::min(kChunks, n / kChunkPoints));
+  // On one thread each chunk after the first is added to the sum as soon as
+  // it is done (the same sums), so one buffer serves them all.
+  const bool serial = Threads() == 1;
   splat_.assign(size, 0.0f);
-  partial_.assign((chunks - 1) * size, 0.0f);
+  partial_.resize((serial ? std::min(chunks - 1, 1) : chunks - 1) * size);
   transposed_.resize(static_cast<size_t>(Threads()) * kTile * stride_);
   const int stride = stride_;
-#pragma omp parallel for schedule(static) if (!Nested() && chunks > 1)
+#pragma omp parallel for schedule(static) if (!serial && chunks > 1)
   for (int c = 0; c < chunks; ++c) {
-    float* acc = c == 0 ? splat_.data() : &partial_[(c - 1) * size];
+    float* acc = c == 0 ? splat_.data() :
+        &partial_[serial ? 0 : (c - 1) * size];
+    if (c > 0) std::fill(acc, acc + size, 0.0f);
     float* tile = &transposed_[static_cast<size_t>(ThreadId()) * kTile *
                                stride];
     const int end = static_cast<int>(static_cast<long long>(n) * (c + 1) /
@@ -933,8 +944,9 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
       SplatTile(tile, nt, d1, stride, &vertex_[static_cast<size_t>(p0) * d1],
                 &weight_[static_cast<size_t>(p0) * d1], acc);
     }
+    if (serial && c > 0) AddTo(acc, size, splat_.data());
   }
-  if (chunks > 1) {  // summed in chunk order, one pass over the rows
+  if (!serial && chunks > 1) {  // summed in chunk order, one pass over rows
     const float* part = &partial_[0];
     float* acc = splat_.data();
 #pragma omp parallel for schedule(static) if (!Nested())
