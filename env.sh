@@ -1,7 +1,9 @@
 # Source this file (`source ./env.sh`) to use the rloss build from your shell:
 # the `caffe` and `rloss` commands on PATH, pycaffe and the rloss package on PYTHONPATH, and
 # libcaffe on LD_LIBRARY_PATH. Run `make` first.
-_rloss_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
+# bash and zsh tell where this file is; plain sh (make's) does not, so there it
+# must be sourced from the repository root, as the Makefile does.
+_rloss_root=$(cd "$(dirname "${BASH_SOURCE:-$0}")" && pwd)
 if [ ! -d "$_rloss_root/.caffe/build" ]; then
   echo "env.sh: no Caffe build found; run 'make' in $_rloss_root first" >&2
 else
