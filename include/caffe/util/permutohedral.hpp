@@ -169,7 +169,7 @@ class PermutohedralLattice {
   int value_size_;
   int stride_;
   AlignedFloats splat_;      // the splat (chunk 0, then the sum), kept
-  AlignedFloats partial_;    // the other chunks' splats
+  AlignedFloats partial_;    // later chunks' splats (one thread: one, reused)
   AlignedFloats blurred_;
   AlignedFloats scratch_;
   // Per-thread tiles of points, interleaved; scratch, so Slice stays const.
