@@ -536,6 +536,21 @@ void AddTo(const float* part, size_t size, float* sum) {
   for (size_t i = 0; i < size; ++i) sum[i] += part[i];
 }
 
+// sum_i a[i] b[i] in double, n a multiple of kLanes: in kLanes partial sums,
+// so that the additions do not wait on each other.
+RLOSS_VECTOR_CLONES
+double Dot(const float* a, const float* b, size_t n) {
+  double part[kLanes] = {0};
+  for (size_t i = 0; i < n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      part[j] += static_cast<double>(a[i + j]) * b[i + j];
+    }
+  }
+  double dot = 0;
+  for (int j = 0; j < kLanes; ++j) dot += part[j];
+  return dot;
+}
+
 // dst[v + 1] = src[v + 1] + (src[lo] + src[hi]) / 2 for vertices [begin, end).
 RLOSS_VECTOR_CLONES
 void BlurRows(const float* src, const int* neighbour, int begin, int end,
@@ -1012,12 +1027,8 @@ void PermutohedralLattice::Slice(float* out, float scale,
 
 double PermutohedralLattice::SplatDotBlurred() const {
   const size_t size = (static_cast<size_t>(num_vertices_) + 1) * stride_;
-  double dot = 0;
-#pragma omp simd reduction(+ : dot)
-  for (size_t i = stride_; i < size; ++i) {
-    dot += static_cast<double>(splat_[i]) * blurred_[i];
-  }
-  return dot / (1.0 + std::pow(2.0, -dim_));
+  return Dot(&splat_[stride_], &blurred_[stride_], size - stride_) /
+         (1.0 + std::pow(2.0, -dim_));
 }
 
 void PermutohedralLattice::Filter(const float* in, int value_size, float* out,
