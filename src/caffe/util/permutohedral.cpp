@@ -1,7 +1,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -133,15 +132,13 @@ RLOSS_INLINE void Transpose8(Float8 r[8]) {
 // the rank of each coordinate and the barycentric weights (written to weight,
 // d+1 per point). Arrays are coordinate-major ([i * kBlock + b]) and all float
 // (ranks are small whole numbers) so that the loops over b vectorise; lanes
-// b >= n are padding. Also each point's cell (its remainder-0 point): the
-// cell's hash (with factor[i] = KeyFactor(i)) and whether it is the previous
-// point's; prev holds the cell of the point before the block, and is updated
-// to the block's last. elevated, rank and bary are left holding scratch.
+// b >= n are padding. Also the hash of each point's cell (its remainder-0
+// point), with factor[i] = KeyFactor(i). elevated, rank and bary are left
+// holding scratch.
 RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
-    int dim, int n,
-    const float* scale, const unsigned int* factor, float* prev,
+    int dim, int n, const float* scale, const unsigned int* factor,
     float* elevated, float* rem0, float* rank, float* bary, int* mask,
-    unsigned int* hash, int* same, float* weight) {
+    unsigned int* hash, float* weight) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
@@ -202,21 +199,14 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
   }
   // The cell's key is its first dim coordinates (they sum to zero).
 #pragma omp simd
-  for (int b = 0; b < kBlock; ++b) {
-    hash[b] = 0;
-    same[b] = 1;
-  }
+  for (int b = 0; b < kBlock; ++b) hash[b] = 0;
   for (int i = 0; i < dim; ++i) {
     const float* c = rem0 + i * kBlock;
     const unsigned int f = factor[i];
-    same[0] = same[0] && c[0] == prev[i];
-#pragma omp simd
-    for (int b = 1; b < kBlock; ++b) same[b] &= c[b] == c[b - 1] ? 1 : 0;
 #pragma omp simd
     for (int b = 0; b < kBlock; ++b) {
       hash[b] += static_cast<unsigned int>(static_cast<int>(c[b])) * f;
     }
-    prev[i] = c[n - 1];
   }
   // Barycentric weights. With v_i the residual / (d+1) and u_j the v of
   // the coordinate ranked dim - j: bary_j = u_j - u_{j-1}, bary_0 = 1 + u_0
@@ -271,9 +261,8 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
 // round-trips through memory. elevated and rank are not used.
 template <int kDim>
 RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
-    int n, const float* scale, const unsigned int* factor, float* prev,
-    float* rem0_out, float* weight, int* mask_out, unsigned int* hash_out,
-    int* same_out) {
+    int n, const float* scale, const unsigned int* factor, float* rem0_out,
+    float* weight, int* mask_out, unsigned int* hash_out) {
   const int d1 = kDim + 1;
   static_assert(d1 <= 8, "weights are transposed in one 8 x 8 block");
   const float down = 1.0f / d1;
@@ -324,10 +313,8 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
         rank[j] += one + less;
       }
     }
-    // Bring the rounded point back onto the hyperplane; then the cell's hash
-    // and whether it is the previous point's cell.
-    const Int8 before = {-1, 0, 1, 2, 3, 4, 5, 6};
-    Int8 h = zero, same = one;
+    // Bring the rounded point back onto the hyperplane; then the cell's hash.
+    Int8 h = zero;
     for (int i = 0; i < d1; ++i) {
       const Int8 r = rank[i] + coord_sum;
       const Int8 shift = (r > kDim) - (r < 0);  // +1 below 0, -1 above dim
@@ -339,15 +326,8 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
       if (i == kDim) break;  // the key is the first dim coordinates
       const Int8 c = __builtin_convertvector(cell, Int8);
       h += c * static_cast<int>(factor[i]);
-      Int8 shifted = __builtin_shuffle(c, before & 7);
-      const bool first = prev[i] != prev[i];  // NaN: no point before
-      shifted[0] = first ? 0 : static_cast<int>(prev[i]);
-      same &= (c == shifted) & one;
-      if (first) same[0] = 0;
-      prev[i] = cell[m - 1];
     }
     std::memcpy(hash_out + b0, &h, sizeof(h));
-    Store8(same_out + b0, same);
     // Barycentric weights and vertex masks, as in SimplexBlockAny; vertex j's
     // mask holds the coordinates ranked above dim - j, which the u[j - 1]
     // sum has just picked out.
@@ -375,15 +355,15 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
 // Five features (x, y and RGB) are the common case: unrolled for them.
 RLOSS_VECTOR_CLONES
 void SimplexBlock(const float* features, size_t plane, int dim, int n,
-    const float* scale, const unsigned int* factor, float* prev,
-    float* elevated, float* rem0, float* rank, float* bary, int* mask,
-    unsigned int* hash, int* same, float* weight) {
+    const float* scale, const unsigned int* factor, float* elevated,
+    float* rem0, float* rank, float* bary, int* mask, unsigned int* hash,
+    float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5>(features, plane, n, scale, factor, prev, rem0, weight,
-                         mask, hash, same);
+    SimplexBlockFixed<5>(features, plane, n, scale, factor, rem0, weight, mask,
+                         hash);
   } else {
-    SimplexBlockAny(features, plane, dim, n, scale, factor, prev, elevated,
-                    rem0, rank, bary, mask, hash, same, weight);
+    SimplexBlockAny(features, plane, dim, n, scale, factor, elevated, rem0,
+                    rank, bary, mask, hash, weight);
   }
 }
 
@@ -743,19 +723,17 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   // every point is looked up in the vertex table.
   const bool use_cells = d1 <= 10;
   const int around = use_cells ? 1 << d1 : 0;
-  block.resize((4 * d1 + 1) * kBlock + 2 * dim);
+  block.resize((4 * d1 + 1) * kBlock + dim);
   float* elevated = &block[0];
   float* rem0 = elevated + d1 * kBlock;
   float* rank = rem0 + d1 * kBlock;
   float* bary = rank + d1 * kBlock;
   float* scale = bary + (d1 + 1) * kBlock;
-  float* prev = scale + dim;
-  iblock.resize(2 * d1 + (d1 + 2) * kBlock);
+  iblock.resize(2 * d1 + (d1 + 1) * kBlock);
   int* cell = &iblock[0];  // this point's remainder-0 point
   int* vkey = cell + d1;
   int* masks = vkey + d1;  // d1 x kBlock
-  int* same = masks + d1 * kBlock;
-  int* found_cell = same + kBlock;  // the cell's index where gathered, or -1
+  int* found_cell = masks + d1 * kBlock;  // where gathered, or -1
   // Hashes: a vertex's is its cell's plus r * sum_i factor_i, less d1 times
   // the factors of the coordinates its mask steps down.
   factor.resize(dim);
@@ -771,10 +749,9 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     for (int i = 0; i < dim; ++i) sum += (m >> i) & 1 ? factor[i] : 0;
     step_down[m] = sum * d1;
   }
-  std::fill(prev, prev + dim, std::numeric_limits<float>::quiet_NaN());
   // cell, cell_hash and last_cell are those of the point last looked up one
-  // by one, last_point.
-  int last_cell = -1, last_point = begin - 2;
+  // by one.
+  int last_cell = -1;
   unsigned int cell_hash = 0;
   const bool gather = use_cells && d1 <= 8 && CpuHasAvx2();
 
@@ -786,9 +763,8 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   for (int p0 = begin; p0 < end; p0 += kBlock) {
     const int n = std::min(kBlock, end - p0);
     const size_t first = static_cast<size_t>(p0) * d1;
-    SimplexBlock(features + p0, plane, dim, n, scale, &factor[0], prev,
-                 elevated, rem0, rank, bary, masks, &hash[0], same,
-                 weight + first);
+    SimplexBlock(features + p0, plane, dim, n, scale, &factor[0], elevated,
+                 rem0, rank, bary, masks, &hash[0], weight + first);
     const bool gathered = gather && cells.size() > 0;
     // Bits of the points left to look up one by one.
     unsigned int pending = (2u << (n - 1)) - 1;
@@ -802,14 +778,13 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     for (; pending != 0; pending &= pending - 1) {
       const int b = __builtin_ctz(pending);
       int* v = vertex + first + b * d1;
-      const bool new_cell = !same[b] || last_point != p0 + b - 1;
-      last_point = p0 + b;
-      if (new_cell) {
-        for (int i = 0; i < d1; ++i) {
-          cell[i] = static_cast<int>(rem0[i * kBlock + b]);
-        }
-        cell_hash = hash[b];
+      bool new_cell = last_cell < 0 || hash[b] != cell_hash;
+      for (int i = 0; i < d1; ++i) {
+        const int c = static_cast<int>(rem0[i * kBlock + b]);
+        new_cell |= c != cell[i];
+        cell[i] = c;
       }
+      cell_hash = hash[b];
       // Vertex r of the simplex is the cell's point plus r in every
       // coordinate, less d+1 in the r coordinates ranked highest: the set of
       // those coordinates (a bit mask) names it among the cell's vertices.
