@@ -1,9 +1,17 @@
 # Source this file (`source ./env.sh`) to use the rloss build from your shell:
 # the `caffe` and `rloss` commands on PATH, pycaffe and the rloss package on PYTHONPATH, and
 # libcaffe on LD_LIBRARY_PATH. Run `make` first.
-# bash and zsh tell where this file is; plain sh (make's) does not, so there it
-# must be sourced from the repository root, as the Makefile does.
-_rloss_root=$(cd "$(dirname "${BASH_SOURCE:-$0}")" && pwd)
+# bash and zsh tell where this file is; plain sh (make's) does not (its $0 is
+# the shell), so there it must be sourced from the repository root, as the
+# Makefile does.
+if [ -n "${BASH_SOURCE:-}" ]; then
+  _rloss_root=$(dirname "$BASH_SOURCE")
+elif [ -n "${ZSH_VERSION:-}" ]; then
+  _rloss_root=$(dirname "$0")
+else
+  _rloss_root=.
+fi
+_rloss_root=$(cd "$_rloss_root" && pwd)
 if [ ! -d "$_rloss_root/.caffe/build" ]; then
   echo "env.sh: no Caffe build found; run 'make' in $_rloss_root first" >&2
 else
