@@ -338,6 +338,9 @@ TEST(PermutohedralTest, TestNoPoints) {
   lattice.Init(NULL, 5, 0);
   EXPECT_EQ(lattice.num_vertices(), 0);
   lattice.Filter(NULL, 3, NULL);
+  lattice.Splat(NULL, 3);
+  lattice.Blur();
+  EXPECT_EQ(lattice.SplatDotBlurred(), 0);
 }
 
 }  // namespace caffe

@@ -968,7 +968,8 @@ void PermutohedralLattice::Blur(bool transpose) {
     for (int step = 0; step < d1; ++step) {
       const int axis = transpose ? d1 - 1 - step : step;
       float* dst = (d1 - 1 - step) % 2 == 0 ? blurred_.data() : scratch_.data();
-      const int* neighbour = &neighbour_[2 * static_cast<size_t>(axis) * m];
+      const int* neighbour =
+          neighbour_.data() + 2 * static_cast<size_t>(axis) * m;
 #pragma omp for schedule(static)
       for (int t = 0; t < threads; ++t) {
         BlurRows(src, neighbour, static_cast<long long>(m) * t / threads,
@@ -1002,7 +1003,9 @@ void PermutohedralLattice::Slice(float* out, float scale,
 
 double PermutohedralLattice::SplatDotBlurred() const {
   const size_t size = (static_cast<size_t>(num_vertices_) + 1) * stride_;
-  return Dot(&splat_[stride_], &blurred_[stride_], size - stride_) /
+  // data(), not [stride_]: with no points row 0 is all there is.
+  return Dot(splat_.data() + stride_, blurred_.data() + stride_,
+             size - stride_) /
          (1.0 + std::pow(2.0, -dim_));
 }
 
