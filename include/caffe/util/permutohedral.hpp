@@ -160,7 +160,6 @@ class PermutohedralLattice {
     std::vector<int> global;  // this builder's vertices in the merged table
     std::vector<unsigned int> factor;     // KeyFactor(i)
     std::vector<unsigned int> step_down;  // per mask: its hash offset
-    std::vector<unsigned int> hash;       // a block's cell hashes
     AlignedFloats block;  // one block of points, structure of arrays
     std::vector<int> iblock;
   };

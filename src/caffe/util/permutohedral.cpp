@@ -90,6 +90,24 @@ inline unsigned int HashKey(const int* key, int dim) {
   return h;
 }
 
+// A cell's tag, its hash in the cell table: its dim coordinates / (d+1),
+// less base, packed in bits each where they fit, so that equal tags are equal
+// keys and a lookup need not read the key; else its hash with bit 31 set.
+struct CellPacking {
+  int bits;  // dim * bits <= 31
+  int* base;  // dim offsets, about the first cell's coordinates
+  unsigned int Tag(const int* cell, int dim, unsigned int hash) const {
+    unsigned int tag = 0;
+    int out = 0;
+    for (int i = 0; i < dim; ++i) {
+      const int q = cell[i] / (dim + 1) - base[i];
+      out |= q & -(1 << bits);
+      tag |= static_cast<unsigned int>(q) << (bits * i);
+    }
+    return out == 0 ? tag : hash | 0x80000000u;
+  }
+};
+
 typedef float Float8 __attribute__((vector_size(32)));
 typedef int Int8 __attribute__((vector_size(32)));
 
@@ -132,13 +150,10 @@ RLOSS_INLINE void Transpose8(Float8 r[8]) {
 // the rank of each coordinate and the barycentric weights (written to weight,
 // d+1 per point). Arrays are coordinate-major ([i * kBlock + b]) and all float
 // (ranks are small whole numbers) so that the loops over b vectorise; lanes
-// b >= n are padding. Also the hash of each point's cell (its remainder-0
-// point), with factor[i] = KeyFactor(i). elevated, rank and bary are left
-// holding scratch.
+// b >= n are padding. elevated, rank and bary are left holding scratch.
 RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
-    int dim, int n, const float* scale, const unsigned int* factor,
-    float* elevated, float* rem0, float* rank, float* bary, int* mask,
-    unsigned int* hash, float* weight) {
+    int dim, int n, const float* scale, float* elevated, float* rem0,
+    float* rank, float* bary, int* mask, float* weight) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
@@ -197,17 +212,6 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
       rem0[i * kBlock + b] += shift * d1;
     }
   }
-  // The cell's key is its first dim coordinates (they sum to zero).
-#pragma omp simd
-  for (int b = 0; b < kBlock; ++b) hash[b] = 0;
-  for (int i = 0; i < dim; ++i) {
-    const float* c = rem0 + i * kBlock;
-    const unsigned int f = factor[i];
-#pragma omp simd
-    for (int b = 0; b < kBlock; ++b) {
-      hash[b] += static_cast<unsigned int>(static_cast<int>(c[b])) * f;
-    }
-  }
   // Barycentric weights. With v_i the residual / (d+1) and u_j the v of
   // the coordinate ranked dim - j: bary_j = u_j - u_{j-1}, bary_0 = 1 + u_0
   // - u_dim. Rank tests are integer compares (float ones would not be
@@ -261,8 +265,8 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
 // round-trips through memory. elevated and rank are not used.
 template <int kDim>
 RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
-    int n, const float* scale, const unsigned int* factor, float* rem0_out,
-    float* weight, int* mask_out, unsigned int* hash_out) {
+    int n, const float* scale, float* rem0_out, float* weight,
+    int* mask_out) {
   const int d1 = kDim + 1;
   static_assert(d1 <= 8, "weights are transposed in one 8 x 8 block");
   const float down = 1.0f / d1;
@@ -313,8 +317,7 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
         rank[j] += one + less;
       }
     }
-    // Bring the rounded point back onto the hyperplane; then the cell's hash.
-    Int8 h = zero;
+    // Bring the rounded point back onto the hyperplane.
     for (int i = 0; i < d1; ++i) {
       const Int8 r = rank[i] + coord_sum;
       const Int8 shift = (r > kDim) - (r < 0);  // +1 below 0, -1 above dim
@@ -323,11 +326,7 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
       resid[i] = (resid[i] - step) * down;  // now v_i of SimplexBlockAny
       const Float8 cell = Load8(rem0_out + i * kBlock + b0) + step;
       Store8(rem0_out + i * kBlock + b0, cell);
-      if (i == kDim) break;  // the key is the first dim coordinates
-      const Int8 c = __builtin_convertvector(cell, Int8);
-      h += c * static_cast<int>(factor[i]);
     }
-    std::memcpy(hash_out + b0, &h, sizeof(h));
     // Barycentric weights and vertex masks, as in SimplexBlockAny; vertex j's
     // mask holds the coordinates ranked above dim - j, which the u[j - 1]
     // sum has just picked out.
@@ -355,15 +354,13 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
 // Five features (x, y and RGB) are the common case: unrolled for them.
 RLOSS_VECTOR_CLONES
 void SimplexBlock(const float* features, size_t plane, int dim, int n,
-    const float* scale, const unsigned int* factor, float* elevated,
-    float* rem0, float* rank, float* bary, int* mask, unsigned int* hash,
-    float* weight) {
+    const float* scale, float* elevated, float* rem0, float* rank,
+    float* bary, int* mask, float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5>(features, plane, n, scale, factor, rem0, weight, mask,
-                         hash);
+    SimplexBlockFixed<5>(features, plane, n, scale, rem0, weight, mask);
   } else {
-    SimplexBlockAny(features, plane, dim, n, scale, factor, elevated, rem0,
-                    rank, bary, mask, hash, weight);
+    SimplexBlockAny(features, plane, dim, n, scale, elevated, rem0, rank, bary,
+                    mask, weight);
   }
 }
 
@@ -562,40 +559,45 @@ __attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
 }
 
 // The vertices of a block of n points, found by gathers: each point's cell
-// is looked for in its home slot only, and its d+1 vertices in the cell's
-// cache. vertex gets d+1 entries per point: the vertices + 1, or all 0 where
-// the cell or any vertex was not found so (the caller looks those up one by
-// one); found_cell the cell's index where it was found, else -1. Returns a
-// bit per point not found so. Reads only, so the results stay valid while
-// the caller inserts.
-// slot, keys and table_mask are the cell table's (KeyTable::slots).
+// is looked for by its tag (CellPacking) in its home slot only, its d+1
+// vertices in the cell's cache. vertex gets d+1 entries per point: the
+// vertices + 1, or all 0 where the cell or any vertex was not found so (the
+// caller looks those up one by one); found_cell the cell's index where it was
+// found, else -1. Returns a bit per point not found so. Reads only, so the
+// results stay valid while the caller inserts.
+// slot and table_mask are the cell table's (KeyTable::slots).
 template <int kDim>
 __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
-    const int* slot, const int* keys, unsigned int table_mask,
-    const int* cell_vertex, const unsigned int* hash, const float* rem0,
-    const int* masks, int* vertex, int* found_cell) {
+    const int* slot, unsigned int table_mask, const CellPacking& packing,
+    const int* cell_vertex, const float* rem0, const int* masks, int* vertex,
+    int* found_cell) {
   const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   const __m256i zero = _mm256_setzero_si256();
+  const __m256i outside = _mm256_set1_epi32(-(1 << packing.bits));
+  const __m256 down = _mm256_set1_ps(1.0f / d1);
   unsigned int missed = 0;
   for (int b = 0; b < n; b += 8) {
-    const __m256i h = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i*>(hash + b));
+    // The tag packs the cell's coordinates, so a tag match is a key match.
+    __m256i tag = zero, out = zero;
+    for (int i = 0; i < dim; ++i) {
+      // Multiples of d1 in rem0: the rounded quotient is exact.
+      const __m256i q = _mm256_sub_epi32(
+          _mm256_cvtps_epi32(_mm256_mul_ps(
+              _mm256_loadu_ps(rem0 + i * kBlock + b), down)),
+          _mm256_set1_epi32(packing.base[i]));
+      out = _mm256_or_si256(out, _mm256_and_si256(q, outside));
+      tag = _mm256_or_si256(tag, _mm256_sll_epi32(
+          q, _mm_cvtsi32_si128(packing.bits * i)));
+    }
     const __m256i s = _mm256_and_si256(
-        Mix8(h), _mm256_set1_epi32(static_cast<int>(table_mask)));
+        Mix8(tag), _mm256_set1_epi32(static_cast<int>(table_mask)));
     __m256i index = _mm256_i32gather_epi32(slot, s, 8);
     __m256i ok = _mm256_and_si256(
-        _mm256_cmpgt_epi32(index, _mm256_set1_epi32(-1)),
-        _mm256_cmpeq_epi32(_mm256_i32gather_epi32(slot + 1, s, 8), h));
+        _mm256_and_si256(_mm256_cmpgt_epi32(index, _mm256_set1_epi32(-1)),
+                         _mm256_cmpeq_epi32(out, zero)),
+        _mm256_cmpeq_epi32(_mm256_i32gather_epi32(slot + 1, s, 8), tag));
     index = _mm256_and_si256(index, ok);  // empty slots read cell 0
-    const __m256i key_at = _mm256_mullo_epi32(index, _mm256_set1_epi32(dim));
-    for (int i = 0; i < dim; ++i) {
-      const __m256i k = _mm256_i32gather_epi32(
-          keys, _mm256_add_epi32(key_at, _mm256_set1_epi32(i)), 4);
-      const __m256i c = _mm256_cvttps_epi32(
-          _mm256_loadu_ps(rem0 + i * kBlock + b));
-      ok = _mm256_and_si256(ok, _mm256_cmpeq_epi32(k, c));
-    }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(found_cell + b),
                         _mm256_or_si256(index, _mm256_cmpeq_epi32(ok, zero)));
     const __m256i around_at = _mm256_slli_epi32(index, d1);
@@ -729,15 +731,16 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   float* rank = rem0 + d1 * kBlock;
   float* bary = rank + d1 * kBlock;
   float* scale = bary + (d1 + 1) * kBlock;
-  iblock.resize(2 * d1 + (d1 + 1) * kBlock);
+  iblock.resize(2 * d1 + (d1 + 1) * kBlock + dim);
   int* cell = &iblock[0];  // this point's remainder-0 point
   int* vkey = cell + d1;
   int* masks = vkey + d1;  // d1 x kBlock
   int* found_cell = masks + d1 * kBlock;  // where gathered, or -1
+  CellPacking packing = {std::min(16, 31 / std::max(1, dim)),
+                         found_cell + kBlock};
   // Hashes: a vertex's is its cell's plus r * sum_i factor_i, less d1 times
   // the factors of the coordinates its mask steps down.
   factor.resize(dim);
-  hash.resize(kBlock);
   step_down.resize(around);
   unsigned int factor_sum = 0;
   for (int i = 0; i < dim; ++i) {
@@ -763,28 +766,32 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   for (int p0 = begin; p0 < end; p0 += kBlock) {
     const int n = std::min(kBlock, end - p0);
     const size_t first = static_cast<size_t>(p0) * d1;
-    SimplexBlock(features + p0, plane, dim, n, scale, &factor[0], elevated,
-                 rem0, rank, bary, masks, &hash[0], weight + first);
+    SimplexBlock(features + p0, plane, dim, n, scale, elevated, rem0, rank,
+                 bary, masks, weight + first);
+    if (p0 == begin) {  // tags pack cells within 2^(bits-1) of the first
+      for (int i = 0; i < dim; ++i) {
+        packing.base[i] = static_cast<int>(rem0[i * kBlock]) / d1 -
+                          (1 << (packing.bits - 1));
+      }
+    }
     const bool gathered = gather && cells.size() > 0;
     // Bits of the points left to look up one by one.
     unsigned int pending = (2u << (n - 1)) - 1;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
-      pending = LookupBlock<kDim>(dim, n, cells.slots(), cells.key(0),
-          cells.slot_mask(), &cell_vertex[0], &hash[0], rem0, masks,
-          vertex + first, found_cell);
+      pending = LookupBlock<kDim>(dim, n, cells.slots(), cells.slot_mask(),
+          packing, &cell_vertex[0], rem0, masks, vertex + first, found_cell);
     }
 #endif
     for (; pending != 0; pending &= pending - 1) {
       const int b = __builtin_ctz(pending);
       int* v = vertex + first + b * d1;
-      bool new_cell = last_cell < 0 || hash[b] != cell_hash;
+      bool new_cell = last_cell < 0;
       for (int i = 0; i < d1; ++i) {
         const int c = static_cast<int>(rem0[i * kBlock + b]);
         new_cell |= c != cell[i];
         cell[i] = c;
       }
-      cell_hash = hash[b];
       // Vertex r of the simplex is the cell's point plus r in every
       // coordinate, less d+1 in the r coordinates ranked highest: the set of
       // those coordinates (a bit mask) names it among the cell's vertices.
@@ -799,8 +806,12 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
         continue;
       }
       if (new_cell) {  // neighbours often share a cell
-        last_cell = gathered && found_cell[b] >= 0 ?
-            found_cell[b] : cells.FindOrInsert<kDim>(cell, cell_hash);
+        cell_hash = 0;
+        for (int i = 0; i < dim; ++i) {
+          cell_hash += static_cast<unsigned int>(cell[i]) * factor[i];
+        }
+        last_cell = gathered && found_cell[b] >= 0 ? found_cell[b] :
+            cells.FindOrInsert<kDim>(cell, packing.Tag(cell, dim, cell_hash));
         if (last_cell == static_cast<int>(cell_vertex.size()) / around) {
           cell_vertex.resize(cell_vertex.size() + around, 0);
         }
