@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -277,13 +278,19 @@ TEST(PermutohedralTest, TestThreadsGiveSameBits) {
 #endif
 }
 
+namespace {
+
 // Clusters far apart in feature space share no vertex, so each filters as it
 // would alone, to the bit: the build must never take one cell or vertex for
-// another. 243 clusters lie on a grid near the origin and 32 far out, and
-// each cluster's points come back in later runs, so its cells are found
-// again, by the gathered lookup, in later build blocks.
-TEST(PermutohedralTest, TestDistantClustersAreIndependent) {
-  const int dim = 5, near = 243, far = 32, rounds = 4, vs = 3;
+// another. 3^dim clusters lie on a grid near the origin and up to 32 far out
+// (beyond the range of cells the lookup packs into tags), and each cluster's
+// points come back in later runs, so its cells are found again, by the
+// gathered lookup, in later build blocks. Five features take the unrolled
+// simplex search, three and seven the general one.
+void ExpectClustersIndependent(int dim) {
+  int near = 1;
+  for (int j = 0; j < dim; ++j) near *= 3;
+  const int far = std::min(32, 1 << dim), rounds = 4, vs = 3;
   std::vector<int> owner;
   for (int r = 0; r < rounds; ++r) {
     for (int c = 0; c < near; ++c) owner.push_back(c);
@@ -300,7 +307,7 @@ TEST(PermutohedralTest, TestDistantClustersAreIndependent) {
         centre = 15.0f * (c % 3 - 1);  // -15, 0 or 15
         c /= 3;
       } else {
-        centre = ((c - near) >> j) & 1 ? 300 : -300;
+        centre = ((c - near) >> j) & 1 ? 3000 : -3000;
       }
       features[j * n + p] = centre + jitter[j * n + p];
     }
@@ -327,9 +334,18 @@ TEST(PermutohedralTest, TestDistantClustersAreIndependent) {
     for (int i = 0; i < m; ++i) {
       for (int k = 0; k < vs; ++k) {
         ASSERT_EQ(out[k * n + points[i]], o[k * m + i])
-            << "cluster " << c << ", point " << points[i];
+            << dim << " features, cluster " << c << ", point " << points[i];
       }
     }
+  }
+}
+
+}  // namespace
+
+TEST(PermutohedralTest, TestDistantClustersAreIndependent) {
+  for (int dim = 3; dim <= 7; dim += 2) {
+    ExpectClustersIndependent(dim);
+    if (HasFatalFailure()) return;
   }
 }
 

@@ -768,7 +768,7 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     const size_t first = static_cast<size_t>(p0) * d1;
     SimplexBlock(features + p0, plane, dim, n, scale, elevated, rem0, rank,
                  bary, masks, weight + first);
-    if (p0 == begin) {  // tags pack cells within 2^(bits-1) of the first
+    if (use_cells && p0 == begin) {  // tags pack cells near the first
       for (int i = 0; i < dim; ++i) {
         packing.base[i] = static_cast<int>(rem0[i * kBlock]) / d1 -
                           (1 << (packing.bits - 1));
