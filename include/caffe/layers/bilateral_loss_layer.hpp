@@ -35,7 +35,7 @@ template <typename Dtype>
 class BilateralLossLayer : public LossLayer<Dtype> {
  public:
   explicit BilateralLossLayer(const LayerParameter& param)
-      : LossLayer<Dtype>(param) {}
+      : LossLayer<Dtype>(param), halves_(false) {}
   virtual void LayerSetUp(const vector<Blob<Dtype>*>& bottom,
       const vector<Blob<Dtype>*>& top);
   virtual void Reshape(const vector<Blob<Dtype>*>& bottom,
@@ -92,7 +92,7 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   void ComputeRoi(const vector<Blob<Dtype>*>& bottom);
   /// Bilinear resize of one H x W plane to h x w (scale_factor < 1) ...
   void Downsample(const Dtype* src, Dtype* tmp, Dtype* dst) const;
-  /// ... and its adjoint, accumulated into a zeroed H x W plane.
+  /// ... and its adjoint, written to an H x W plane.
   void DownsampleAdjoint(const Dtype* src, Dtype* tmp, Dtype* dst) const;
   /// Builds one image's lattice, then calls ImageLoss.
   double FilterImage(const Dtype* image, const Dtype* prob, Workspace* ws,
@@ -109,6 +109,11 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   std::vector<int> lin_y_, lin_x_;         // first bilinear tap
   std::vector<int> next_y_, next_x_;       // second bilinear tap
   std::vector<Dtype> frac_y_, frac_x_;     // weight of the second tap
+  // The rows of bilinear taps on each full-resolution row: row y has
+  // tap_row_/tap_weight_ [tap_start_[y], tap_start_[y + 1]).
+  std::vector<int> tap_start_, tap_row_;
+  std::vector<Dtype> tap_weight_;
+  bool halves_;  // the columns' taps are those of scale_factor 1/2
   std::vector<Workspace> workspaces_;     // one per image
   std::vector<Scratch> scratch_;          // one per thread
   std::vector<double> image_loss_;
