@@ -3,6 +3,7 @@ layer's numbers, and a tiny run writes its table, CSV and plot."""
 from __future__ import annotations
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -55,6 +56,9 @@ def test_tiny_run_writes_report(caffe, tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 1000
     text = (tmp_path / "bench.md").read_text()
     assert "| 33² | 3 | 2 | 1 |" in text and "× bound" in text and "Memory" in text
+    scale = next(line for line in text.splitlines() if line.startswith("scale_factor"))
+    ms = [float(m) for m in re.findall(r"([0-9.]+) ms", scale)]
+    assert len(ms) == 2 and min(ms) > 0, scale
     assert text.splitlines()[0] == lines[0]
 
 

@@ -172,7 +172,7 @@ def roi(image: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- methods
-def layer_net(n: int, k: int, size: int):
+def layer_net(n: int, k: int, size: int, scale: float = 1.0):
     """A net of two inputs and our DenseCRFLoss (loss weight 1)."""
     import caffe
     from caffe import layers as L
@@ -182,7 +182,8 @@ def layer_net(n: int, k: int, size: int):
     ns.data = L.Input(shape=dict(dim=[n, 3, size, size]))
     ns.prob = L.Input(shape=dict(dim=[n, k, size, size]))
     ns.loss = L.DenseCRFLoss(ns.data, ns.prob, propagate_down=[False, True], loss_weight=1,
-                             densecrf_loss_param=dict(bi_xy_std=SIGMA_XY, bi_rgb_std=SIGMA_RGB))
+                             densecrf_loss_param=dict(bi_xy_std=SIGMA_XY, bi_rgb_std=SIGMA_RGB,
+                                                      scale_factor=scale))
     proto = ns.to_proto()
     proto.force_backward = True
     caffe.set_mode_cpu()
@@ -312,6 +313,30 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
         f"{1e3 * res.median('published'):8.1f} ms" +
         (f"   pydensecrf2 {1e3 * res.median('pydensecrf2'):8.1f} ms" if with_pydensecrf else ""))
     return res
+
+
+def measure_scales(size: int, k: int, scales: Sequence[float], native: Native, reps: int,
+                   rng: np.random.Generator) -> Dict[float, float]:
+    """Median seconds of the layer's forward + backward at each scale_factor
+    (one image, one thread), timed round robin: the resampling in and out is
+    part of what scale_factor costs, so it is timed through the layer."""
+    image, _ = photographs(size, 1)
+    prob = smooth_softmax(rng, 1, k, size)
+    native.set_threads(1)
+    nets = {}
+    for s in scales:
+        net = layer_net(1, k, size, s)
+        net.blobs["data"].data[...] = image
+        net.blobs["prob"].data[...] = prob
+        nets[s] = net
+    times: Dict[float, List[float]] = {s: [] for s in scales}
+    for _ in range(reps + 1):  # the first round warms up
+        for s, net in nets.items():
+            t0 = time.perf_counter()
+            net.forward()
+            net.backward()
+            times[s].append(time.perf_counter() - t0)
+    return {s: float(np.median(t[1:])) for s, t in times.items()}
 
 
 def copy_bandwidth() -> float:
@@ -494,6 +519,13 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
         lines += ["", "More threads (time on one thread / time on T):", "",
                   "| size | K | batch | T | layer | published |", "|---|---|---|---|---|---|"]
         lines += scaling
+
+    size, k = min(sizes), max(classes)
+    scaled = measure_scales(size, k, (1.0, 0.5), native, reps, rng)
+    lines += ["", f"scale_factor (the layer, {size}² K={k}, one image, one thread): "
+              f"1 in {1e3 * scaled[1.0]:.2f} ms, 0.5 in {1e3 * scaled[0.5]:.2f} ms "
+              f"({scaled[1.0] / scaled[0.5]:.2f}× faster; the lattice has a quarter of the "
+              "points, the resampling of S in and of the gradient out is at full size)."]
 
     bandwidth = copy_bandwidth()
     lines += ["", "Where the lattice's time goes (one thread, one image), and the bound "
