@@ -521,11 +521,14 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
         lines += scaling
 
     size, k = min(sizes), max(classes)
-    scaled = measure_scales(size, k, (1.0, 0.5), native, reps, rng)
-    lines += ["", f"scale_factor (the layer, {size}² K={k}, one image, one thread): "
-              f"1 in {1e3 * scaled[1.0]:.2f} ms, 0.5 in {1e3 * scaled[0.5]:.2f} ms "
-              f"({scaled[1.0] / scaled[0.5]:.2f}× faster; the lattice has a quarter of the "
-              "points, the resampling of S in and of the gradient out is at full size)."]
+    if size >= 2:  # half of one pixel is nothing
+        log(f"  scale_factor 1 and 0.5, {size}² K={k}")
+        scaled = measure_scales(size, k, (1.0, 0.5), native, reps, rng)
+        lines += ["", f"scale_factor (the layer, {size}² K={k}, one image, one thread): "
+                  f"1 in {1e3 * scaled[1.0]:.2f} ms, 0.5 in {1e3 * scaled[0.5]:.2f} ms "
+                  f"({scaled[1.0] / scaled[0.5]:.2f}× faster; the lattice has a quarter of "
+                  "the points, the resampling of S in and of the gradient out is at full "
+                  "size)."]
 
     bandwidth = copy_bandwidth()
     lines += ["", "Where the lattice's time goes (one thread, one image), and the bound "
