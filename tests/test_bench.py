@@ -62,6 +62,16 @@ def test_tiny_run_writes_report(caffe, tmp_path):
     assert text.splitlines()[0] == lines[0]
 
 
+def test_one_pixel_run_skips_the_scale_factor_line(caffe, tmp_path):
+    # Half of one pixel is nothing: the layer would stop the run with a CHECK.
+    from rloss import bench
+
+    bench.run(tmp_path, sizes=[1], classes=[2], batches=[1], threads=[1], reps=1,
+              log=lambda s: None)
+    text = (tmp_path / "bench.md").read_text()
+    assert "| 1² | 2 | 1 | 1 |" in text and "scale_factor" not in text
+
+
 @pytest.mark.parametrize("bad, msg", [(["--sizes", "0"], "--sizes must be positive, got 0"),
                                       (["--threads", "-1"], "--threads must be positive"),
                                       (["--reps", "0"], "--reps must be at least 1")])

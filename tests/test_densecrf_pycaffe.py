@@ -103,12 +103,13 @@ def test_scale_factor_is_resize_filter_and_adjoint(caffe, s):
     and the gradient brought back by the resize's transpose. 0.5 takes the
     layer's vectorised path for halves, 0.6 the general one; odd sizes leave
     a last row and column that no tap reads."""
+    from rloss.gradient import densecrf_layer
+
     rng = np.random.default_rng(3)
     h, w, sxy, srgb = 27, 33, 9, 13
     image = np.clip(rng.normal(120, 40, (h, w, 3)), 1, 255).astype(np.uint8)
     logits = rng.normal(0, 1, (K, h, w))
     prob = np.exp(logits) / np.exp(logits).sum(0)
-    from rloss.gradient import densecrf_layer
     loss, diff = densecrf_layer(image.transpose(2, 0, 1).astype(np.float32), prob, sxy, srgb, s)
 
     s = float(np.float32(s))  # the layer's parameter is a float: 0.6 is 0.60000002

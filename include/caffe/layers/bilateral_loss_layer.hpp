@@ -63,6 +63,7 @@ class BilateralLossLayer : public LossLayer<Dtype> {
     std::vector<float> prob;      // K x h x w, S as float when Dtype is not
     std::vector<float> diff;      // ImageGradient's output when Dtype is not
     std::vector<float> a, b;      // the derived layer's
+    std::vector<Dtype> rows;      // one plane's resize rows (scale_factor < 1)
   };
 
   /// The derived layer's kernel widths and resolution, and its parameter's
@@ -90,9 +91,10 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   /// Dies naming the first non-finite value; returns the largest |value|.
   double CheckFinite(const Blob<Dtype>& blob, const char* what) const;
   void ComputeRoi(const vector<Blob<Dtype>*>& bottom);
-  /// Bilinear resize of one H x W plane to h x w (scale_factor < 1) ...
+  /// Bilinear resize of one H x W plane to h x w (scale_factor < 1), with
+  /// tmp W values of scratch ...
   void Downsample(const Dtype* src, Dtype* tmp, Dtype* dst) const;
-  /// ... and its adjoint, written to an H x W plane.
+  /// ... and its adjoint, written to an H x W plane, with tmp h x W.
   void DownsampleAdjoint(const Dtype* src, Dtype* tmp, Dtype* dst) const;
   /// Builds one image's lattice, then calls ImageLoss.
   double FilterImage(const Dtype* image, const Dtype* prob, Workspace* ws,
@@ -104,7 +106,6 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   int num_, channels_, height_, width_;
   int small_height_, small_width_;  // the filtered resolution
   Blob<Dtype> small_prob_;     // N x K x h x w, when scale_factor < 1
-  Blob<Dtype> resize_tmp_;     // N x K x h x W, when scale_factor < 1
   std::vector<int> near_y_, near_x_;       // nearest source row / column
   std::vector<int> lin_y_, lin_x_;         // first bilinear tap
   std::vector<int> next_y_, next_x_;       // second bilinear tap

@@ -180,7 +180,6 @@ void BilateralLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   halves_ = false;
   if (scale_ < 1) {
     small_prob_.Reshape(num_, classes_, small_height_, small_width_);
-    resize_tmp_.Reshape(num_, classes_, small_height_, width_);
     // The vertical taps by full-resolution row, in order of the resampled row
     // (for DownsampleAdjoint).
     tap_start_.assign(height_ + 1, 0);
@@ -397,24 +396,24 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
   const int hw = small_height_ * small_width_;
   const int plane = height_ * width_;
   const Dtype* prob = bottom[1]->cpu_data();
+  if (static_cast<int>(scratch_.size()) < MaxThreads()) {
+    scratch_.resize(MaxThreads());
+  }
   if (scale_ < 1) {
     const Dtype* full = prob;
     Dtype* small = small_prob_.mutable_cpu_data();
-    Dtype* tmp = resize_tmp_.mutable_cpu_data();
     const int planes = num_ * classes_;
 #pragma omp parallel for schedule(static)
     for (int p = 0; p < planes; ++p) {
-      Downsample(full + p * plane, tmp + p * small_height_ * width_,
-                 small + p * hw);
+      std::vector<Dtype>& rows = scratch_[ThreadId()].rows;
+      rows.resize(width_);
+      Downsample(full + p * plane, &rows[0], small + p * hw);
     }
     prob = small;
   }
   const Dtype* image = bottom[0]->cpu_data();
   // Each image's arithmetic is the same whichever way ForEachImage runs it,
   // so results do not depend on the thread count.
-  if (static_cast<int>(scratch_.size()) < MaxThreads()) {
-    scratch_.resize(MaxThreads());
-  }
   ForEachImage(num_, [&](int n, int thread) {
     image_loss_[n] = FilterImage(image + n * channels_ * plane,
         prob + n * classes_ * hw, &workspaces_[n], &scratch_[thread]);
@@ -457,13 +456,13 @@ void BilateralLossLayer<Dtype>::Backward_cpu(const vector<Blob<Dtype>*>& top,
     FinishOut(out, buffer);
   });
   if (scale_ == 1) return;
-  Dtype* tmp = resize_tmp_.mutable_cpu_diff();
   Dtype* full = bottom[1]->mutable_cpu_diff();
   const int planes = num_ * classes_;
 #pragma omp parallel for schedule(static)
   for (int p = 0; p < planes; ++p) {
-    DownsampleAdjoint(diff + p * hw, tmp + p * small_height_ * width_,
-                      full + p * height_ * width_);
+    std::vector<Dtype>& rows = scratch_[ThreadId()].rows;
+    rows.resize(small_height_ * width_);
+    DownsampleAdjoint(diff + p * hw, &rows[0], full + p * height_ * width_);
   }
 }
 
