@@ -91,7 +91,7 @@ class PermutohedralLattice {
   /// in order of insertion. Reset keeps the capacity.
   class KeyTable {
    public:
-    KeyTable() : key_size_(0), sparsity_(1), mask_(0), size_(0) {}
+    KeyTable() : key_size_(0), sparsity_(1), mask_(0), shift_(32), size_(0) {}
     /// The table grows to keep its load below 2^-sparsity.
     void Reset(int key_size, int sparsity = 1);
     /// The key's index, or -1; h is the key's hash (HashKey in the .cpp).
@@ -104,11 +104,13 @@ class PermutohedralLattice {
     const int* key(int index) const { return &keys_[index * key_size_]; }
     unsigned int hash(int index) const { return hashes_[index]; }
     /// The open-addressing slots, for block lookups: (index or -1, hash)
-    /// pairs of ints, slot_mask() + 1 of them.
+    /// pairs of ints, slot_mask() + 1 of them; a hash h's home slot is
+    /// (h * kHomeFactor) >> slot_shift().
     const int* slots() const {
       return reinterpret_cast<const int*>(slot_.data());
     }
     unsigned int slot_mask() const { return mask_; }
+    int slot_shift() const { return shift_; }
     size_t bytes() const;
 
    private:
@@ -116,6 +118,7 @@ class PermutohedralLattice {
     int key_size_;
     int sparsity_;
     unsigned int mask_;
+    int shift_;  // 32 - log2(slot count)
     int size_;
     std::vector<int> keys_;           // size_ x key_size_
     // A slot's index (-1: empty) and the full hash of its key, side by side

@@ -82,6 +82,13 @@ inline unsigned int KeyFactor(int i) {
   return Mix(0x9e3779b9u * static_cast<unsigned int>(i + 1)) | 1u;
 }
 
+// Multiplicative hashing: the top bits of h * kHomeFactor, which depend on
+// all of h, name a hash's home slot. One multiply where Mix has two.
+const unsigned int kHomeFactor = 0x9e3779b1u;
+inline unsigned int Home(unsigned int h, int shift) {
+  return (h * kHomeFactor) >> shift;
+}
+
 inline unsigned int HashKey(const int* key, int dim) {
   unsigned int h = 0;
   for (int i = 0; i < dim; ++i) {
@@ -550,12 +557,10 @@ void BlurRows(const float* src, const int* neighbour, int begin, int end,
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
 inline bool CpuHasAvx2() { return __builtin_cpu_supports("avx2"); }
 
-__attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
-  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
-  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0x85ebca6b));
-  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13));
-  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(0xc2b2ae35));
-  return _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+__attribute__((target("avx2"))) inline __m256i Home8(__m256i h, int shift) {
+  return _mm256_srl_epi32(
+      _mm256_mullo_epi32(h, _mm256_set1_epi32(static_cast<int>(kHomeFactor))),
+      _mm_cvtsi32_si128(shift));
 }
 
 // The vertices of a block of n points, found by gathers: each point's cell
@@ -565,10 +570,10 @@ __attribute__((target("avx2"))) inline __m256i Mix8(__m256i h) {
 // caller looks those up one by one); found_cell the cell's index where it was
 // found, else -1. Returns a bit per point not found so. Reads only, so the
 // results stay valid while the caller inserts.
-// slot and table_mask are the cell table's (KeyTable::slots).
+// slot and table_shift are the cell table's (KeyTable::slots).
 template <int kDim>
 __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
-    const int* slot, unsigned int table_mask, const CellPacking& packing,
+    const int* slot, int table_shift, const CellPacking& packing,
     const int* cell_vertex, const float* rem0, const int* masks, int* vertex,
     int* found_cell) {
   const int dim = kDim ? kDim : dyn_dim;
@@ -590,8 +595,7 @@ __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
       tag = _mm256_or_si256(tag, _mm256_sll_epi32(
           q, _mm_cvtsi32_si128(packing.bits * i)));
     }
-    const __m256i s = _mm256_and_si256(
-        Mix8(tag), _mm256_set1_epi32(static_cast<int>(table_mask)));
+    const __m256i s = Home8(tag, table_shift);
     __m256i index = _mm256_i32gather_epi32(slot, s, 8);
     __m256i ok = _mm256_and_si256(
         _mm256_and_si256(_mm256_cmpgt_epi32(index, _mm256_set1_epi32(-1)),
@@ -645,6 +649,7 @@ inline void PermutohedralLattice::KeyTable::Reset(int key_size,
   if (slot_.empty()) slot_.resize(1024);
   std::fill(slot_.begin(), slot_.end(), Slot{-1, 0});
   mask_ = slot_.size() - 1;
+  shift_ = 32 - __builtin_ctz(slot_.size());
 }
 
 // kSize > 0 is the key size fixed at compile time (0: key_size_).
@@ -652,7 +657,7 @@ template <int kSize>
 inline int PermutohedralLattice::KeyTable::Find(const int* key,
     unsigned int h) const {
   const int size = kSize ? kSize : key_size_;
-  for (unsigned int s = Mix(h) & mask_; slot_[s].index >= 0;
+  for (unsigned int s = Home(h, shift_); slot_[s].index >= 0;
        s = (s + 1) & mask_) {
     if (slot_[s].hash != h) continue;
     const int* k = &keys_[static_cast<size_t>(slot_[s].index) * size];
@@ -667,7 +672,7 @@ template <int kSize>
 inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key,
     unsigned int h) {
   const int size = kSize ? kSize : key_size_;
-  unsigned int s = Mix(h) & mask_;
+  unsigned int s = Home(h, shift_);
   for (; slot_[s].index >= 0; s = (s + 1) & mask_) {
     if (slot_[s].hash != h) continue;
     const int* k = &keys_[static_cast<size_t>(slot_[s].index) * size];
@@ -685,8 +690,9 @@ inline int PermutohedralLattice::KeyTable::FindOrInsert(const int* key,
 void PermutohedralLattice::KeyTable::Grow() {
   slot_.assign(2 * slot_.size(), Slot{-1, 0});
   mask_ = slot_.size() - 1;
+  --shift_;
   for (int v = 0; v < size_; ++v) {
-    unsigned int s = Mix(hashes_[v]) & mask_;
+    unsigned int s = Home(hashes_[v], shift_);
     while (slot_[s].index >= 0) s = (s + 1) & mask_;
     slot_[s] = Slot{v, hashes_[v]};
   }
@@ -779,7 +785,7 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     unsigned int pending = (2u << (n - 1)) - 1;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
-      pending = LookupBlock<kDim>(dim, n, cells.slots(), cells.slot_mask(),
+      pending = LookupBlock<kDim>(dim, n, cells.slots(), cells.slot_shift(),
           packing, &cell_vertex[0], rem0, masks, vertex + first, found_cell);
     }
 #endif
