@@ -172,22 +172,26 @@ def roi(image: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- methods
-def layer_net(n: int, k: int, size: int, scale: float = 1.0):
-    """A net of two inputs and our DenseCRFLoss (loss weight 1)."""
+def layer_net(image: np.ndarray, prob: np.ndarray, scale: float = 1.0):
+    """A net of two inputs, holding image and prob, and our DenseCRFLoss
+    (loss weight 1)."""
     import caffe
     from caffe import layers as L
     from .gradient import _net_from_proto
 
     ns = caffe.NetSpec()
-    ns.data = L.Input(shape=dict(dim=[n, 3, size, size]))
-    ns.prob = L.Input(shape=dict(dim=[n, k, size, size]))
+    ns.data = L.Input(shape=dict(dim=list(image.shape)))
+    ns.prob = L.Input(shape=dict(dim=list(prob.shape)))
     ns.loss = L.DenseCRFLoss(ns.data, ns.prob, propagate_down=[False, True], loss_weight=1,
                              densecrf_loss_param=dict(bi_xy_std=SIGMA_XY, bi_rgb_std=SIGMA_RGB,
                                                       scale_factor=scale))
     proto = ns.to_proto()
     proto.force_backward = True
     caffe.set_mode_cpu()
-    return _net_from_proto(proto, caffe.TRAIN)
+    net = _net_from_proto(proto, caffe.TRAIN)
+    net.blobs["data"].data[...] = image
+    net.blobs["prob"].data[...] = prob
+    return net
 
 
 def pydensecrf_batch(image: np.ndarray, prob: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -259,9 +263,7 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
     image, _ = photographs(cfg.size, cfg.batch)
     prob = smooth_softmax(rng, cfg.batch, cfg.classes, cfg.size)
     native.set_threads(cfg.threads)
-    net = layer_net(cfg.batch, cfg.classes, cfg.size)
-    net.blobs["data"].data[...] = image
-    net.blobs["prob"].data[...] = prob
+    net = layer_net(image, prob)
 
     def layer() -> Tuple[float, np.ndarray]:
         loss = float(net.forward()["loss"])
@@ -323,12 +325,7 @@ def measure_scales(size: int, k: int, scales: Sequence[float], native: Native, r
     image, _ = photographs(size, 1)
     prob = smooth_softmax(rng, 1, k, size)
     native.set_threads(1)
-    nets = {}
-    for s in scales:
-        net = layer_net(1, k, size, s)
-        net.blobs["data"].data[...] = image
-        net.blobs["prob"].data[...] = prob
-        nets[s] = net
+    nets = {s: layer_net(image, prob, s) for s in scales}
     times: Dict[float, List[float]] = {s: [] for s in scales}
     for _ in range(reps + 1):  # the first round warms up
         for s, net in nets.items():
@@ -380,9 +377,7 @@ def memory_report(native: Native, size: int, classes: int, batch: int,
     prob = smooth_softmax(rng, batch, classes, size)
     native.set_threads(1)
     before = heap_bytes()
-    net = layer_net(batch, classes, size)
-    net.blobs["data"].data[...] = image
-    net.blobs["prob"].data[...] = prob
+    net = layer_net(image, prob)
     blobs = image.nbytes + 2 * prob.nbytes  # data, prob, prob's diff
     heap, rss = [], []
     for _ in range(iterations):
