@@ -267,6 +267,28 @@ RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
   }
 }
 
+// Puts a and b in ascending order, lane by lane.
+RLOSS_INLINE void MinMax(Float8* a, Float8* b) {
+  const Float8 lo = *a < *b ? *a : *b, hi = *a < *b ? *b : *a;
+  *a = lo;
+  *b = hi;
+}
+
+// Sorts n vectors lane by lane, ascending: for n = 6 the 12-comparator
+// network, else odd-even transposition (n rounds).
+template <int n>
+RLOSS_INLINE void SortAscending(Float8 x[]) {
+  if (n == 6) {
+    static const int pair[12][2] = {{0, 5}, {1, 3}, {2, 4}, {1, 2}, {3, 4},
+        {0, 3}, {2, 5}, {0, 1}, {2, 3}, {4, 5}, {1, 2}, {3, 4}};
+    for (int c = 0; c < 12; ++c) MinMax(&x[pair[c][0]], &x[pair[c][1]]);
+    return;
+  }
+  for (int round = 0; round < n; ++round) {
+    for (int i = round % 2; i + 1 < n; i += 2) MinMax(&x[i], &x[i + 1]);
+  }
+}
+
 // SimplexBlockAny for a dimension known at compile time, 8 points at a time
 // in registers: the same arithmetic, written on vectors so that nothing
 // round-trips through memory. elevated and rank are not used.
@@ -315,39 +337,46 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
       Store8(rem0_out + i * kBlock + b0, r * static_cast<float>(d1));
       coord_sum += __builtin_convertvector(r, Int8);
     }
+    // rank_i counts the coordinates ahead of i: larger residuals, and equal
+    // ones of lower index. rank_j starts at j, the count if every earlier
+    // one were ahead of it; less (-1 where true) moves one back.
     Int8 rank[d1];
-    for (int i = 0; i < d1; ++i) rank[i] = zero;
+    for (int i = 0; i < d1; ++i) rank[i] = zero + i;
     for (int i = 0; i < kDim; ++i) {
       for (int j = i + 1; j < d1; ++j) {
         const Int8 less = resid[i] < resid[j];
-        rank[i] -= less;              // less is -1 where true
-        rank[j] += one + less;
+        rank[i] -= less;
+        rank[j] += less;
       }
     }
-    // Bring the rounded point back onto the hyperplane.
+    // Bring the rounded point back onto the hyperplane. Vertex r's mask holds
+    // the coordinates ranked above dim - r; enter has coordinate i's bit in
+    // field dim - rank_i, d1 bits a field, so that mask r is the OR of fields
+    // 0 .. r - 1. (Rank 0's field, the last, is never read: its bits may
+    // fall off the top.)
+    static_assert(kDim * d1 <= 32, "the fields read fit in an int");
+    Int8 enter = zero;
     for (int i = 0; i < d1; ++i) {
       const Int8 r = rank[i] + coord_sum;
       const Int8 shift = (r > kDim) - (r < 0);  // +1 below 0, -1 above dim
-      rank[i] = r + shift * d1;
+      const Int8 ri = r + shift * d1;
       const Float8 step = __builtin_convertvector(shift * d1, Float8);
       resid[i] = (resid[i] - step) * down;  // now v_i of SimplexBlockAny
       const Float8 cell = Load8(rem0_out + i * kBlock + b0) + step;
       Store8(rem0_out + i * kBlock + b0, cell);
+      enter |= (one << i) << ((kDim - ri) * d1);  // per-lane shift
     }
-    // Barycentric weights and vertex masks, as in SimplexBlockAny; vertex j's
-    // mask holds the coordinates ranked above dim - j, which the u[j - 1]
-    // sum has just picked out.
-    Float8 u[d1];
     Int8 mask = zero;
     for (int j = 0; j < d1; ++j) {
       Store8(mask_out + j * kBlock + b0, mask);
-      u[j] = fzero;
-      for (int i = 0; i < d1; ++i) {
-        const Int8 pick = rank[i] == kDim - j;
-        u[j] += pick ? resid[i] : 0.0f;
-        mask |= pick & (1 << i);
-      }
+      if (j < kDim) mask |= (enter >> (d1 * j)) & ((1 << d1) - 1);
     }
+    // u_j is the v ranked dim - j: the v in ascending order. A sorting
+    // network of min/max gives them (equal values are the same bits, so
+    // the order among ties does not matter here).
+    Float8 u[d1];
+    for (int i = 0; i < d1; ++i) u[i] = resid[i];
+    SortAscending<d1>(u);
     Float8 w[8] = {};  // rows d1.. stay 0; their columns are not stored
     w[0] = 1.0f + u[0] - u[kDim];
     for (int j = 1; j < d1; ++j) w[j] = u[j] - u[j - 1];
