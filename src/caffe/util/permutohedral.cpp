@@ -128,6 +128,18 @@ inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline void Store8(int* p, Int8 v) { std::memcpy(p, &v, sizeof(v)); }
 
+// Stores the first d1 <= 8 lanes of v at p: as one vector store where wide
+// (the lanes past d1 land on memory the caller overwrites next), else only
+// those lanes.
+template <typename T, typename V>
+RLOSS_INLINE void StoreRow(T* p, V v, int d1, bool wide) {
+  if (wide) {
+    std::memcpy(p, &v, sizeof(v));
+  } else {
+    std::memcpy(p, &v, d1 * sizeof(T));
+  }
+}
+
 // Transposes an 8 x 8 block in registers (unpack, shuffle, swap halves).
 RLOSS_INLINE void Transpose8(Float8 r[8]) {
   const Int8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
@@ -294,7 +306,7 @@ RLOSS_INLINE void SortAscending(Float8 x[]) {
 // round-trips through memory. elevated and rank are not used.
 template <int kDim>
 RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
-    int n, const float* scale, float* rem0_out, float* weight,
+    int n, int wide, const float* scale, float* rem0_out, float* weight,
     int* mask_out) {
   const int d1 = kDim + 1;
   static_assert(d1 <= 8, "weights are transposed in one 8 x 8 block");
@@ -382,7 +394,7 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
     for (int j = 1; j < d1; ++j) w[j] = u[j] - u[j - 1];
     Transpose8(w);
     for (int b = 0; b < m; ++b) {
-      std::memcpy(weight + (b0 + b) * d1, &w[b], d1 * sizeof(float));
+      StoreRow(weight + (b0 + b) * d1, w[b], d1, b0 + b < wide);
     }
   }
 }
@@ -390,10 +402,10 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
 // Five features (x, y and RGB) are the common case: unrolled for them.
 RLOSS_VECTOR_CLONES
 void SimplexBlock(const float* features, size_t plane, int dim, int n,
-    const float* scale, float* elevated, float* rem0, float* rank,
+    int wide, const float* scale, float* elevated, float* rem0, float* rank,
     float* bary, int* mask, float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5>(features, plane, n, scale, rem0, weight, mask);
+    SimplexBlockFixed<5>(features, plane, n, wide, scale, rem0, weight, mask);
   } else {
     SimplexBlockAny(features, plane, dim, n, scale, elevated, rem0, rank, bary,
                     mask, weight);
@@ -602,7 +614,7 @@ __attribute__((target("avx2"))) inline __m256i Home8(__m256i h, int shift) {
 // slot and table_shift are the cell table's (KeyTable::slots).
 template <int kDim>
 __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
-    const int* slot, int table_shift, const CellPacking& packing,
+    int wide, const int* slot, int table_shift, const CellPacking& packing,
     const int* cell_vertex, const float* rem0, const int* masks, int* vertex,
     int* found_cell) {
   const int dim = kDim ? kDim : dyn_dim;
@@ -651,7 +663,7 @@ __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
     }
     Transpose8(rows);
     for (int p = 0; p < std::min(8, n - b); ++p) {
-      std::memcpy(vertex + (b + p) * d1, &rows[p], d1 * sizeof(int));
+      StoreRow(vertex + (b + p) * d1, rows[p], d1, b + p < wide);
     }
   }
   return missed & ((2u << (n - 1)) - 1);
@@ -801,8 +813,12 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
   for (int p0 = begin; p0 < end; p0 += kBlock) {
     const int n = std::min(kBlock, end - p0);
     const size_t first = static_cast<size_t>(p0) * d1;
-    SimplexBlock(features + p0, plane, dim, n, scale, elevated, rem0, rank,
-                 bary, masks, weight + first);
+    // Points whose rows may be stored as whole 8-lane vectors (spilling into
+    // the next point's row, stored after), short of the range's end.
+    const int tail = (std::max(0, kLanes - d1) + d1 - 1) / d1;
+    const int wide = std::max(0, std::min(n, end - tail - p0));
+    SimplexBlock(features + p0, plane, dim, n, wide, scale, elevated, rem0,
+                 rank, bary, masks, weight + first);
     if (use_cells && p0 == begin) {  // tags pack cells near the first
       for (int i = 0; i < dim; ++i) {
         packing.base[i] = static_cast<int>(rem0[i * kBlock]) / d1 -
@@ -814,8 +830,9 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     unsigned int pending = (2u << (n - 1)) - 1;
 #ifdef RLOSS_HAVE_AVX2_LOOKUP
     if (gathered) {
-      pending = LookupBlock<kDim>(dim, n, cells.slots(), cells.slot_shift(),
-          packing, &cell_vertex[0], rem0, masks, vertex + first, found_cell);
+      pending = LookupBlock<kDim>(dim, n, wide, cells.slots(),
+          cells.slot_shift(), packing, &cell_vertex[0], rem0, masks,
+          vertex + first, found_cell);
     }
 #endif
     for (; pending != 0; pending &= pending - 1) {
