@@ -34,7 +34,7 @@ void Roi(const float* image, int channels, int n, float* roi) {
 
 struct Lattices {
   std::vector<caffe::PermutohedralLattice> lattice;
-  std::vector<std::vector<float> > features, roi;
+  std::vector<std::vector<float> > roi;
 };
 
 }  // namespace
@@ -80,17 +80,16 @@ void* rb_lattices_new() { return new Lattices(); }
 
 void rb_lattices_free(void* handle) { delete static_cast<Lattices*>(handle); }
 
-// Our lattice alone, as the layer drives it: features and build, splat with
+// Our lattice alone, as the layer drives it: build from the image, splat with
 // the ROI, blur, dot on the vertices, slice into grad. times: build, splat,
 // blur, slice (summed over images). vertices: lattice sizes.
 double rb_lattice(void* handle, const float* image, int num, int channels,
     int height, int width, const float* prob, int classes, float sigma_xy,
     float sigma_rgb, float* grad, double* times, int* vertices) {
   Lattices* state = static_cast<Lattices*>(handle);
-  const int n = height * width, dim = 2 + channels;
+  const int n = height * width;
   if (static_cast<int>(state->lattice.size()) < num) {
     state->lattice.resize(num);
-    state->features.resize(num);
     state->roi.resize(num);
   }
   std::vector<double> loss(num), t(4 * num, 0.0);
@@ -103,15 +102,11 @@ double rb_lattice(void* handle, const float* image, int num, int channels,
   auto one_image = [&](int i) {
     const float* img = image + static_cast<size_t>(i) * channels * n;
     caffe::PermutohedralLattice& lattice = state->lattice[i];
-    std::vector<float>& features = state->features[i];
     std::vector<float>& roi = state->roi[i];
     double t0 = Now();
-    features.resize(static_cast<size_t>(n) * dim);
     roi.resize(n);
     Roi(img, channels, n, &roi[0]);
-    caffe::ComputeBilateralFeatures(img, channels, height, width, sigma_xy,
-                                    sigma_rgb, &features[0]);
-    lattice.Init(&features[0], dim, n);
+    lattice.InitBilateral(img, channels, height, width, sigma_xy, sigma_rgb);
     double t1 = Now();
     lattice.Splat(prob + static_cast<size_t>(i) * classes * n, classes,
                   &roi[0]);

@@ -59,7 +59,6 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   /// One thread's scratch, reused image after image.
   struct Scratch {
     std::vector<float> image;     // C x h x w, the image sampled or as float
-    std::vector<float> features;  // (2 + C) x h x w
     std::vector<float> prob;      // K x h x w, S as float when Dtype is not
     std::vector<float> diff;      // ImageGradient's output when Dtype is not
     std::vector<float> a, b;      // the derived layer's

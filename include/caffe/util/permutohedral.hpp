@@ -35,6 +35,11 @@ class PermutohedralLattice {
   /// at features[j * num_points + i], as Caffe stores an image), each within
   /// +-kMaxFeature.
   void Init(const float* features, int dim, int num_points);
+  /// Init on the bilateral features of a planar C x H x W image, the ones
+  /// ComputeBilateralFeatures makes (to the bit), made as they are read: no
+  /// feature planes are written or kept.
+  void InitBilateral(const float* image, int channels, int height, int width,
+                     float sigma_xy, float sigma_rgb);
   /// Beyond this, float coordinates on the lattice are coarser than a
   /// quarter unit (the simplex search goes wrong) and further out its
   /// integer keys overflow; callers check it.
@@ -131,6 +136,17 @@ class PermutohedralLattice {
     std::vector<unsigned int> hashes_;  // each index's hash
   };
 
+  /// What Init reads: dim planes of features (width 0), or a C x H x W
+  /// image whose bilateral features the build makes (FeatureSource in the
+  /// .cpp).
+  struct Input {
+    const float* planes;
+    size_t plane;  // floats per plane
+    int width;
+    float sigma_xy, sigma_rgb;
+  };
+  void Build(const Input& input, int dim, int num_points);
+
   template <int kDim>
   void FindNeighbours();  // fills neighbour_ (kDim 0: dim_)
 
@@ -149,11 +165,11 @@ class PermutohedralLattice {
 
   // Builds the simplices of a range of points with tables of its own.
   struct Builder {
-    void Run(const float* features, size_t plane, int dim, int begin,
-             int end, int* vertex, float* weight);
+    void Run(const Input& input, int dim, int begin, int end, int* vertex,
+             float* weight);
     template <int kDim>
-    void RunFor(const float* features, size_t plane, int dyn_dim, int begin,
-                int end, int* vertex, float* weight);
+    void RunFor(const Input& input, int dyn_dim, int begin, int end,
+                int* vertex, float* weight);
     KeyTable vertices;
     // Remainder-0 points ("cells") -> cell index, and for each cell the
     // vertices around it (+1; 0 = not looked up yet), indexed by which

@@ -355,7 +355,7 @@ template <typename Dtype>
 double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
     const Dtype* prob, Workspace* ws, Scratch* scratch) {
   const int h = small_height_, w = small_width_, hw = h * w;
-  const int C = channels_, dim = 2 + C;
+  const int C = channels_;
   const int plane = height_ * width_;
   const float* planar;  // the image at the filtered resolution, as float
   if (scale_ == 1) {
@@ -372,11 +372,7 @@ double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
     }
     planar = &sampled[0];
   }
-  std::vector<float>& features = scratch->features;
-  features.resize(hw * dim);
-  ComputeBilateralFeatures(planar, C, h, w, sigma_xy_ * scale_, sigma_rgb_,
-                           &features[0]);
-  ws->lattice.Init(&features[0], dim, hw);
+  ws->lattice.InitBilateral(planar, C, h, w, sigma_xy_ * scale_, sigma_rgb_);
   return ImageLoss(AsFloat(prob, classes_ * hw, &scratch->prob), hw, ws,
                    scratch);
 }

@@ -203,6 +203,35 @@ TEST(PermutohedralTest, TestReuseMatchesFresh) {
   EXPECT_TRUE(reused == fresh);
 }
 
+// InitBilateral makes the features ComputeBilateralFeatures writes, as it
+// reads them: the same lattice, to the bit. Widths below, at and past the 8
+// points of a vector (rows wrap inside one), ragged blocks, 1, 3 and 5
+// channels (the 5-D build and the general one), negative values.
+TEST(PermutohedralTest, TestInitBilateralMatchesFeatures) {
+  const int sizes[][2] = {{1, 1}, {3, 1}, {5, 3}, {4, 8}, {9, 7}, {6, 17},
+                          {23, 30}, {40, 41}};
+  for (const auto& hw : sizes) {
+    for (int channels : {1, 3, 5}) {
+      const int height = hw[0], width = hw[1], n = height * width;
+      std::vector<float> image = MakeImage(channels, height, width, true, n);
+      for (size_t i = 0; i < image.size(); i += 3) image[i] -= 200;
+      std::vector<float> features(n * (2 + channels));
+      ComputeBilateralFeatures(image.data(), channels, height, width, 3, 20,
+                               features.data());
+      const std::vector<float> values = MakeValues(2 * n);
+      std::vector<float> made(2 * n), read(2 * n);
+      PermutohedralLattice from_image, from_features;
+      from_image.InitBilateral(image.data(), channels, height, width, 3, 20);
+      from_features.Init(features.data(), 2 + channels, n);
+      from_image.Filter(values.data(), 2, made.data());
+      from_features.Filter(values.data(), 2, read.data());
+      EXPECT_EQ(from_image.num_vertices(), from_features.num_vertices())
+          << height << "x" << width << "x" << channels;
+      EXPECT_TRUE(made == read) << height << "x" << width << "x" << channels;
+    }
+  }
+}
+
 TEST(PermutohedralTest, TestFilterrgbxyIsPlanar) {
   const int height = 6, width = 8, channels = 1, n = height * width;
   const std::vector<float> image = MakeImage(channels, height, width, true);

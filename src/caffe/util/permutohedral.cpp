@@ -164,23 +164,81 @@ RLOSS_INLINE void Transpose8(Float8 r[8]) {
   }
 }
 
+// Where the build reads point features: dim planes of features, or the
+// bilateral features of a planar C x H x W image, made as they are read
+// (the arithmetic of ComputeBilateralFeatures: the same bits, without a
+// feature buffer written and read back).
+struct FeatureSource {
+  const float* planes;  // the features, or the image's C planes
+  size_t plane;         // floats per plane
+  int width;            // 0: planar features; else the image's width
+  float sigma_xy, sigma_rgb;
+
+  // out[b] = feature i of point first + b, b < n.
+  void Copy(int i, size_t first, int n, float* out) const {
+    if (width == 0) {
+      const float* in = planes + i * plane + first;
+      std::copy(in, in + n, out);
+      return;
+    }
+    if (i >= 2) {
+      const float* in = planes + (i - 2) * plane + first;
+      for (int b = 0; b < n; ++b) out[b] = in[b] / sigma_rgb;
+      return;
+    }
+    int y = static_cast<int>(first / width);
+    int x = static_cast<int>(first - static_cast<size_t>(y) * width);
+    for (int b = 0; b < n; ++b) {
+      out[b] = (i == 0 ? x : y) / sigma_xy;
+      if (++x == width) {
+        x = 0;
+        ++y;
+      }
+    }
+  }
+
+  // Features 0 .. dim-1 of points first .. first + 7, all in range.
+  template <int kDim>
+  RLOSS_INLINE void Load(size_t first, Float8 f[kDim]) const {
+    if (width == 0) {
+      for (int i = 0; i < kDim; ++i) f[i] = Load8(planes + i * plane + first);
+      return;
+    }
+    const int y = static_cast<int>(first / width);
+    const int x = static_cast<int>(first - static_cast<size_t>(y) * width);
+    if (x + 8 <= width) {  // one row
+      const Int8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+      f[0] = __builtin_convertvector(lane + x, Float8) / sigma_xy;
+      const float row = y / sigma_xy;
+      f[1] = Float8{row, row, row, row, row, row, row, row};
+    } else {
+      float xs[8], ys[8];  // the row wraps
+      Copy(0, first, 8, xs);
+      Copy(1, first, 8, ys);
+      f[0] = Load8(xs);
+      f[1] = Load8(ys);
+    }
+    for (int i = 2; i < kDim; ++i) {
+      f[i] = Load8(planes + (i - 2) * plane + first) / sigma_rgb;
+    }
+  }
+};
+
 // Elevates a block of n <= kBlock points onto the hyperplane sum(x) = 0 of
 // R^{d+1} and finds each one's enclosing simplex: its remainder-0 vertex,
 // the rank of each coordinate and the barycentric weights (written to weight,
 // d+1 per point). Arrays are coordinate-major ([i * kBlock + b]) and all float
 // (ranks are small whole numbers) so that the loops over b vectorise; lanes
 // b >= n are padding. elevated, rank and bary are left holding scratch.
-RLOSS_INLINE void SimplexBlockAny(const float* features, size_t plane,
-    int dim, int n, const float* scale, float* elevated, float* rem0,
-    float* rank, float* bary, int* mask, float* weight) {
+RLOSS_INLINE void SimplexBlockAny(const FeatureSource& features,
+    size_t start, int dim, int n, const float* scale, float* elevated,
+    float* rem0, float* rank, float* bary, int* mask, float* weight) {
   const int d1 = dim + 1;
   const float down = 1.0f / d1;
   // elevated[j] = sum_{i >= j} cf_i - j cf_{j-1}, cf_i = f_i * scale_i.
   // The block's features are first copied into bary's space.
   float* f = bary;
-  for (int j = 0; j < dim; ++j) {
-    for (int b = 0; b < n; ++b) f[j * kBlock + b] = features[j * plane + b];
-  }
+  for (int j = 0; j < dim; ++j) features.Copy(j, start, n, f + j * kBlock);
   for (int j = 0; j < dim; ++j) {
     for (int b = n; b < kBlock; ++b) f[j * kBlock + b] = 0;
   }
@@ -305,9 +363,9 @@ RLOSS_INLINE void SortAscending(Float8 x[]) {
 // in registers: the same arithmetic, written on vectors so that nothing
 // round-trips through memory. elevated and rank are not used.
 template <int kDim>
-RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
-    int n, int wide, const float* scale, float* rem0_out, float* weight,
-    int* mask_out) {
+RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
+    size_t start, int n, int wide, const float* scale, float* rem0_out,
+    float* weight, int* mask_out) {
   const int d1 = kDim + 1;
   static_assert(d1 <= 8, "weights are transposed in one 8 x 8 block");
   const float down = 1.0f / d1;
@@ -316,22 +374,21 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
   for (int b0 = 0; b0 < kBlock; b0 += 8) {
     const int m = std::min(8, n - b0);
     if (m <= 0) break;  // lanes past n are only read in whole groups of 8
-    const float* p = features + b0;
-    size_t stride = plane;
-    float padded[8 * kDim];  // the block's last points, zero-padded
-    if (m < 8) {
-      std::fill(padded, padded + 8 * kDim, 0.0f);
+    Float8 f[kDim];
+    if (m == 8) {
+      features.Load<kDim>(start + b0, f);
+    } else {  // the block's last points, zero-padded
+      float padded[8] = {0};
       for (int i = 0; i < kDim; ++i) {
-        std::copy(p + i * plane, p + i * plane + m, padded + 8 * i);
+        features.Copy(i, start + b0, m, padded);
+        f[i] = Load8(padded);
       }
-      p = padded;
-      stride = 8;
     }
     Float8 elevated[d1];
     Float8 sum = fzero;
     for (int j = kDim; j > 0; --j) {
       const int i = j - 1;
-      const Float8 cf = Load8(p + i * stride) * scale[i];
+      const Float8 cf = f[i] * scale[i];
       elevated[j] = sum - static_cast<float>(j) * cf;
       sum += cf;
     }
@@ -401,13 +458,13 @@ RLOSS_INLINE void SimplexBlockFixed(const float* features, size_t plane,
 
 // Five features (x, y and RGB) are the common case: unrolled for them.
 RLOSS_VECTOR_CLONES
-void SimplexBlock(const float* features, size_t plane, int dim, int n,
-    int wide, const float* scale, float* elevated, float* rem0, float* rank,
-    float* bary, int* mask, float* weight) {
+void SimplexBlock(const FeatureSource& features, size_t start, int dim,
+    int n, int wide, const float* scale, float* elevated, float* rem0,
+    float* rank, float* bary, int* mask, float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5>(features, plane, n, wide, scale, rem0, weight, mask);
+    SimplexBlockFixed<5>(features, start, n, wide, scale, rem0, weight, mask);
   } else {
-    SimplexBlockAny(features, plane, dim, n, scale, elevated, rem0, rank, bary,
+    SimplexBlockAny(features, start, dim, n, scale, elevated, rem0, rank, bary,
                     mask, weight);
   }
 }
@@ -747,21 +804,22 @@ size_t PermutohedralLattice::KeyTable::bytes() const {
 // Finds the simplices of points [begin, end) of planar features: their
 // weights, and their vertices as indices (+1) into this builder's own vertex
 // table, numbered in order of first touch.
-void PermutohedralLattice::Builder::Run(const float* features, size_t plane,
-    int dim, int begin, int end, int* vertex, float* weight) {
+void PermutohedralLattice::Builder::Run(const Input& input, int dim,
+    int begin, int end, int* vertex, float* weight) {
   if (dim == 5) {
-    RunFor<5>(features, plane, dim, begin, end, vertex, weight);
+    RunFor<5>(input, dim, begin, end, vertex, weight);
   } else {
-    RunFor<0>(features, plane, dim, begin, end, vertex, weight);
+    RunFor<0>(input, dim, begin, end, vertex, weight);
   }
 }
 
 // kDim > 0 fixes the dimension at compile time, so the short loops over the
 // d+1 vertices unroll; 0 takes it from dyn_dim.
 template <int kDim>
-void PermutohedralLattice::Builder::RunFor(const float* features,
-    size_t plane, int dyn_dim, int begin, int end, int* vertex,
-    float* weight) {
+void PermutohedralLattice::Builder::RunFor(const Input& input, int dyn_dim,
+    int begin, int end, int* vertex, float* weight) {
+  const FeatureSource features = {input.planes, input.plane, input.width,
+                                  input.sigma_xy, input.sigma_rgb};
   const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   vertices.Reset(dim);
@@ -817,8 +875,8 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
     // the next point's row, stored after), short of the range's end.
     const int tail = (std::max(0, kLanes - d1) + d1 - 1) / d1;
     const int wide = std::max(0, std::min(n, end - tail - p0));
-    SimplexBlock(features + p0, plane, dim, n, wide, scale, elevated, rem0,
-                 rank, bary, masks, weight + first);
+    SimplexBlock(features, p0, dim, n, wide, scale, elevated, rem0, rank,
+                 bary, masks, weight + first);
     if (use_cells && p0 == begin) {  // tags pack cells near the first
       for (int i = 0; i < dim; ++i) {
         packing.base[i] = static_cast<int>(rem0[i * kBlock]) / d1 -
@@ -886,6 +944,19 @@ void PermutohedralLattice::Builder::RunFor(const float* features,
 
 void PermutohedralLattice::Init(const float* features, int dim,
     int num_points) {
+  const Input input = {features, static_cast<size_t>(num_points), 0, 1, 1};
+  Build(input, dim, num_points);
+}
+
+void PermutohedralLattice::InitBilateral(const float* image, int channels,
+    int height, int width, float sigma_xy, float sigma_rgb) {
+  const size_t plane = static_cast<size_t>(height) * width;
+  const Input input = {image, plane, width, sigma_xy, sigma_rgb};
+  Build(input, 2 + channels, static_cast<int>(plane));
+}
+
+void PermutohedralLattice::Build(const Input& input, int dim,
+    int num_points) {
   dim_ = dim;
   num_points_ = num_points;
   const int d1 = dim + 1;
@@ -899,7 +970,7 @@ void PermutohedralLattice::Init(const float* features, int dim,
   if (static_cast<int>(builders_.size()) < chunks) builders_.resize(chunks);
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int c = 0; c < chunks; ++c) {
-    builders_[c].Run(features, num_points, dim,
+    builders_[c].Run(input, dim,
         static_cast<long long>(num_points) * c / chunks,
         static_cast<long long>(num_points) * (c + 1) / chunks,
         vertex_.data(), weight_.data());
@@ -1121,12 +1192,8 @@ void ComputeBilateralFeatures(const float* image, int channels, int height,
 void filterrgbxy(const float* image, int channels, int height, int width,
     const float* values, int value_size, float sigma_xy, float sigma_rgb,
     float* out) {
-  const size_t n = static_cast<size_t>(height) * width;
-  std::vector<float> features(n * (2 + channels));
-  ComputeBilateralFeatures(image, channels, height, width, sigma_xy, sigma_rgb,
-                           &features[0]);
   PermutohedralLattice lattice;
-  lattice.Init(&features[0], 2 + channels, n);
+  lattice.InitBilateral(image, channels, height, width, sigma_xy, sigma_rgb);
   lattice.Filter(values, value_size, out);
 }
 
