@@ -55,6 +55,10 @@ class BilateralLossLayer : public LossLayer<Dtype> {
     PermutohedralLattice lattice;
     std::vector<float> roi;   // h*w, 1 inside, 0 outside
     std::vector<float> grad;  // the derived layer's stored gradient, if any
+    /// The lattice's point weights: the ROI, or NULL where every pixel is
+    /// inside (the same values; the splat and slice then skip a stream).
+    const float* point_weight() const { return all_inside ? NULL : &roi[0]; }
+    bool all_inside = false;
   };
   /// One thread's scratch, reused image after image.
   struct Scratch {

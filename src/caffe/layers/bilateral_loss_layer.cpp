@@ -277,6 +277,11 @@ void BilateralLossLayer<Dtype>::ComputeRoi(const vector<Blob<Dtype>*>& bottom) {
       }
     }
   }
+  for (int n = 0; n < num_; ++n) {
+    const std::vector<float>& roi = workspaces_[n].roi;
+    workspaces_[n].all_inside =
+        std::find(roi.begin(), roi.end(), 0.0f) == roi.end();
+  }
 }
 
 // Row by row: the blended source row is resampled while it is in cache.

@@ -18,7 +18,7 @@ void DenseCRFLossLayer<Dtype>::ReadParam(float* sigma_xy, float* sigma_rgb,
 template <typename Dtype>
 double DenseCRFLossLayer<Dtype>::ImageLoss(const float* prob, int hw,
     Workspace* ws, Scratch*) {
-  ws->lattice.Splat(prob, this->classes_, &ws->roi[0]);
+  ws->lattice.Splat(prob, this->classes_, ws->point_weight());
   ws->lattice.Blur();
   return -ws->lattice.SplatDotBlurred();
 }
@@ -27,7 +27,7 @@ double DenseCRFLossLayer<Dtype>::ImageLoss(const float* prob, int hw,
 template <typename Dtype>
 void DenseCRFLossLayer<Dtype>::ImageGradient(int hw, float scale,
     Workspace* ws, float* diff) {
-  ws->lattice.Slice(diff, -2 * scale, &ws->roi[0]);
+  ws->lattice.Slice(diff, -2 * scale, ws->point_weight());
 }
 
 INSTANTIATE_CLASS(DenseCRFLossLayer);
