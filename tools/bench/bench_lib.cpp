@@ -106,16 +106,19 @@ double rb_lattice(void* handle, const float* image, int num, int channels,
     double t0 = Now();
     roi.resize(n);
     Roi(img, channels, n, &roi[0]);
+    // As the layer does: no point weights where every pixel is inside.
+    const float* weight =
+        std::find(roi.begin(), roi.end(), 0.0f) == roi.end() ? NULL : &roi[0];
     lattice.InitBilateral(img, channels, height, width, sigma_xy, sigma_rgb);
     double t1 = Now();
     lattice.Splat(prob + static_cast<size_t>(i) * classes * n, classes,
-                  &roi[0]);
+                  weight);
     double t2 = Now();
     lattice.Blur();
     loss[i] = -lattice.SplatDotBlurred();
     double t3 = Now();
     lattice.Slice(grad + static_cast<size_t>(i) * classes * n, -2.0f / num,
-                  &roi[0]);
+                  weight);
     double t4 = Now();
     t[4 * i] = t1 - t0;
     t[4 * i + 1] = t2 - t1;
