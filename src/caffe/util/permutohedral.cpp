@@ -927,15 +927,22 @@ void PermutohedralLattice::Builder::RunFor(const Input& input, int dyn_dim,
         }
       }
       int* around_cell = &cell_vertex[static_cast<size_t>(last_cell) * around];
+      // Read all d+1 cached vertices first (independent loads), then look up
+      // those not cached yet. A point's masks differ (vertex r's has r bits),
+      // so filling one does not change another's.
+      unsigned int unknown = 0;
       for (int r = 0; r < d1; ++r) {
+        v[r] = around_cell[masks[r * kBlock + b]];
+        unknown |= (v[r] == 0 ? 1u : 0u) << r;
+      }
+      for (; unknown != 0; unknown &= unknown - 1) {
+        const int r = __builtin_ctz(unknown);
         const int mask = masks[r * kBlock + b];
-        if (around_cell[mask] == 0) {
-          for (int i = 0; i < dim; ++i) {
-            vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
-          }
-          around_cell[mask] = vertices.FindOrInsert<kDim>(
-              vkey, cell_hash + r * factor_sum - step_down[mask]) + 1;
+        for (int i = 0; i < dim; ++i) {
+          vkey[i] = cell[i] + ((mask >> i) & 1 ? r - d1 : r);
         }
+        around_cell[mask] = vertices.FindOrInsert<kDim>(
+            vkey, cell_hash + r * factor_sum - step_down[mask]) + 1;
         v[r] = around_cell[mask];
       }
     }
