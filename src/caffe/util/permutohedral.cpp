@@ -680,7 +680,10 @@ __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
   const __m256i outside = _mm256_set1_epi32(-(1 << packing.bits));
   const __m256 down = _mm256_set1_ps(1.0f / d1);
   unsigned int missed = 0;
-  for (int b = 0; b < n; b += 8) {
+  // Two passes: every group's cells first, then every group's vertices, so
+  // that the block's gathers of one level are in flight together.
+  __m256i cell_ok[kBlock / 8], cell_at[kBlock / 8];
+  for (int g = 0, b = 0; b < n; b += 8, ++g) {
     // The tag packs the cell's coordinates, so a tag match is a key match.
     __m256i tag = zero, out = zero;
     for (int i = 0; i < dim; ++i) {
@@ -695,20 +698,24 @@ __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
     }
     const __m256i s = Home8(tag, table_shift);
     __m256i index = _mm256_i32gather_epi32(slot, s, 8);
-    __m256i ok = _mm256_and_si256(
+    const __m256i ok = _mm256_and_si256(
         _mm256_and_si256(_mm256_cmpgt_epi32(index, _mm256_set1_epi32(-1)),
                          _mm256_cmpeq_epi32(out, zero)),
         _mm256_cmpeq_epi32(_mm256_i32gather_epi32(slot + 1, s, 8), tag));
     index = _mm256_and_si256(index, ok);  // empty slots read cell 0
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(found_cell + b),
                         _mm256_or_si256(index, _mm256_cmpeq_epi32(ok, zero)));
-    const __m256i around_at = _mm256_slli_epi32(index, d1);
+    cell_ok[g] = ok;
+    cell_at[g] = _mm256_slli_epi32(index, d1);
+  }
+  for (int g = 0, b = 0; b < n; b += 8, ++g) {
+    __m256i ok = cell_ok[g];
     __m256i v[8];
     for (int r = 0; r < d1; ++r) {
       const __m256i m = _mm256_loadu_si256(
           reinterpret_cast<const __m256i*>(masks + r * kBlock + b));
       v[r] = _mm256_i32gather_epi32(cell_vertex,
-                                    _mm256_add_epi32(around_at, m), 4);
+                                    _mm256_add_epi32(cell_at[g], m), 4);
       ok = _mm256_andnot_si256(_mm256_cmpeq_epi32(v[r], zero), ok);
     }
     missed |= static_cast<unsigned int>(
