@@ -166,8 +166,8 @@ RLOSS_INLINE void Transpose8(Float8 r[8]) {
 
 // Where the build reads point features: dim planes of features, or the
 // bilateral features of a planar C x H x W image, made as they are read
-// (the arithmetic of ComputeBilateralFeatures: the same bits, without a
-// feature buffer written and read back).
+// (no feature buffer written and read back). Divisions, not multiplications
+// by 1/sigma, so that the features are the published layer's to the bit.
 struct FeatureSource {
   const float* planes;  // the features, or the image's C planes
   size_t plane;         // floats per plane
@@ -1183,24 +1183,15 @@ size_t PermutohedralLattice::memory_bytes() const {
                           transposed_.capacity());
 }
 
-// Divisions, not multiplications by 1/sigma, so that the features are the
-// published layer's to the bit.
-RLOSS_VECTOR_CLONES
+// The features InitBilateral makes as it reads them, written out: one
+// definition of their arithmetic (FeatureSource's).
 void ComputeBilateralFeatures(const float* image, int channels, int height,
     int width, float sigma_xy, float sigma_rgb, float* features) {
   const size_t plane = static_cast<size_t>(height) * width;
-  float* fx = features;
-  float* fy = features + plane;
-  for (int y = 0; y < height; ++y) {
-    const float row = y / sigma_xy;
-    for (int x = 0; x < width; ++x) {
-      fx[static_cast<size_t>(y) * width + x] = x / sigma_xy;
-      fy[static_cast<size_t>(y) * width + x] = row;
-    }
+  const FeatureSource source = {image, plane, width, sigma_xy, sigma_rgb};
+  for (int i = 0; i < 2 + channels; ++i) {
+    source.Copy(i, 0, static_cast<int>(plane), features + i * plane);
   }
-  const size_t count = plane * channels;
-  float* fc = features + 2 * plane;
-  for (size_t i = 0; i < count; ++i) fc[i] = image[i] / sigma_rgb;
 }
 
 void filterrgbxy(const float* image, int channels, int height, int width,
