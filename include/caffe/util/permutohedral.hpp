@@ -72,6 +72,10 @@ class PermutohedralLattice {
   /// Bytes held in buffers (for memory reports).
   size_t memory_bytes() const;
 
+  /// What the build reads: feature planes (Init) or an image whose bilateral
+  /// features it makes as it reads them (InitBilateral). Defined in the .cpp.
+  struct FeatureSource;
+
  private:
   /// Allocates on cache lines: vertex rows are whole AVX vectors, and a
   /// vector that straddles two lines costs a split load or store.
@@ -136,16 +140,7 @@ class PermutohedralLattice {
     std::vector<unsigned int> hashes_;  // each index's hash
   };
 
-  /// What Init reads: dim planes of features (width 0), or a C x H x W
-  /// image whose bilateral features the build makes (FeatureSource in the
-  /// .cpp).
-  struct Input {
-    const float* planes;
-    size_t plane;  // floats per plane
-    int width;
-    float sigma_xy, sigma_rgb;
-  };
-  void Build(const Input& input, int dim, int num_points);
+  void Build(const FeatureSource& input, int dim, int num_points);
 
   template <int kDim>
   void FindNeighbours();  // fills neighbour_ (kDim 0: dim_)
@@ -165,10 +160,10 @@ class PermutohedralLattice {
 
   // Builds the simplices of a range of points with tables of its own.
   struct Builder {
-    void Run(const Input& input, int dim, int begin, int end, int* vertex,
-             float* weight);
+    void Run(const FeatureSource& input, int dim, int begin, int end,
+             int* vertex, float* weight);
     template <int kDim>
-    void RunFor(const Input& input, int dyn_dim, int begin, int end,
+    void RunFor(const FeatureSource& input, int dyn_dim, int begin, int end,
                 int* vertex, float* weight);
     KeyTable vertices;
     // Remainder-0 points ("cells") -> cell index, and for each cell the

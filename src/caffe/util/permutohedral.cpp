@@ -164,11 +164,13 @@ RLOSS_INLINE void Transpose8(Float8 r[8]) {
   }
 }
 
-// Where the build reads point features: dim planes of features, or the
-// bilateral features of a planar C x H x W image, made as they are read
+}  // namespace
+
+// Point features: dim planes of features (width 0), or the bilateral
+// features of a planar C x H x W image, made as they are read
 // (no feature buffer written and read back). Divisions, not multiplications
 // by 1/sigma, so that the features are the published layer's to the bit.
-struct FeatureSource {
+struct PermutohedralLattice::FeatureSource {
   const float* planes;  // the features, or the image's C planes
   size_t plane;         // floats per plane
   int width;            // 0: planar features; else the image's width
@@ -223,6 +225,10 @@ struct FeatureSource {
     }
   }
 };
+
+namespace {
+
+typedef PermutohedralLattice::FeatureSource FeatureSource;
 
 // Elevates a block of n <= kBlock points onto the hyperplane sum(x) = 0 of
 // R^{d+1} and finds each one's enclosing simplex: its remainder-0 vertex,
@@ -811,7 +817,7 @@ size_t PermutohedralLattice::KeyTable::bytes() const {
 // Finds the simplices of points [begin, end) of planar features: their
 // weights, and their vertices as indices (+1) into this builder's own vertex
 // table, numbered in order of first touch.
-void PermutohedralLattice::Builder::Run(const Input& input, int dim,
+void PermutohedralLattice::Builder::Run(const FeatureSource& input, int dim,
     int begin, int end, int* vertex, float* weight) {
   if (dim == 5) {
     RunFor<5>(input, dim, begin, end, vertex, weight);
@@ -823,10 +829,8 @@ void PermutohedralLattice::Builder::Run(const Input& input, int dim,
 // kDim > 0 fixes the dimension at compile time, so the short loops over the
 // d+1 vertices unroll; 0 takes it from dyn_dim.
 template <int kDim>
-void PermutohedralLattice::Builder::RunFor(const Input& input, int dyn_dim,
-    int begin, int end, int* vertex, float* weight) {
-  const FeatureSource features = {input.planes, input.plane, input.width,
-                                  input.sigma_xy, input.sigma_rgb};
+void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
+    int dyn_dim, int begin, int end, int* vertex, float* weight) {
   const int dim = kDim ? kDim : dyn_dim;
   const int d1 = dim + 1;
   vertices.Reset(dim);
@@ -958,18 +962,19 @@ void PermutohedralLattice::Builder::RunFor(const Input& input, int dyn_dim,
 
 void PermutohedralLattice::Init(const float* features, int dim,
     int num_points) {
-  const Input input = {features, static_cast<size_t>(num_points), 0, 1, 1};
+  const FeatureSource input = {features, static_cast<size_t>(num_points), 0,
+                               1, 1};
   Build(input, dim, num_points);
 }
 
 void PermutohedralLattice::InitBilateral(const float* image, int channels,
     int height, int width, float sigma_xy, float sigma_rgb) {
   const size_t plane = static_cast<size_t>(height) * width;
-  const Input input = {image, plane, width, sigma_xy, sigma_rgb};
+  const FeatureSource input = {image, plane, width, sigma_xy, sigma_rgb};
   Build(input, 2 + channels, static_cast<int>(plane));
 }
 
-void PermutohedralLattice::Build(const Input& input, int dim,
+void PermutohedralLattice::Build(const FeatureSource& input, int dim,
     int num_points) {
   dim_ = dim;
   num_points_ = num_points;
