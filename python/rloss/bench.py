@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import csv
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -305,10 +306,16 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
     if with_pydensecrf:
         methods["pydensecrf2"] = lambda: pydensecrf_batch(image, prob)
     # Round robin, so that the machine's drift (other tenants, clocks) falls
-    # on every method alike.
+    # on every method alike, in a fresh order each round: in a fixed one each
+    # method would always follow the same other, and what that one leaves
+    # behind (pydensecrf2 faults in ~55 MiB of fresh pages per call) would
+    # fall on one method only.
+    order = random.Random(0)
+    names = list(methods)
     for _ in range(reps):
-        for name, fn in methods.items():
-            res.times.setdefault(name, []).extend(timed(fn, 1))
+        order.shuffle(names)
+        for name in names:
+            res.times.setdefault(name, []).extend(timed(methods[name], 1))
     res.phases = np.median(np.array(phases), 0)
     res.published_phases = np.median(np.array(pub_phases), 0)
     log(f"  {cfg.label:<28} layer {1e3 * res.median('layer'):8.1f} ms   published "
