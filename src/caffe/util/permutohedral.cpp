@@ -1003,14 +1003,20 @@ void PermutohedralLattice::Build(const FeatureSource& input, int dim,
       global[v] = vertices_.FindOrInsert(local.key(v), local.hash(v)) + 1;
     }
   }
+  // Renumbered by all threads, each chunk in turn: there are no more chunks
+  // than threads, so one thread a chunk would leave all but one idle.
   if (chunks > 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel
     for (int c = 1; c < chunks; ++c) {
       const int* global = &builders_[c].global[0];
-      const size_t first = static_cast<long long>(num_points) * c / chunks * d1;
-      const size_t last =
+      const long long first =
+          static_cast<long long>(num_points) * c / chunks * d1;
+      const long long last =
           static_cast<long long>(num_points) * (c + 1) / chunks * d1;
-      for (size_t i = first; i < last; ++i) vertex_[i] = global[vertex_[i] - 1];
+#pragma omp for schedule(static)
+      for (long long i = first; i < last; ++i) {
+        vertex_[i] = global[vertex_[i] - 1];
+      }
     }
   }
   num_vertices_ = vertices_.size();
@@ -1024,32 +1030,33 @@ void PermutohedralLattice::Build(const FeatureSource& input, int dim,
 
 // Neighbours of every vertex along each of the d+1 lattice axes: all
 // coordinates -1, the axis' one +d (the last coordinate is implicit). Only
-// the lower one is looked up: v is its lower neighbour's upper one.
+// the lower one is looked up: v is its lower neighbour's upper one. Threads
+// take whole axes: a vertex's upper neighbour may be any vertex, so threads
+// that split the vertices would write into each other's cache lines.
 template <int kDim>
 void PermutohedralLattice::FindNeighbours() {
   const int dim = kDim ? kDim : dim_, d1 = dim + 1;
   const int m = num_vertices_;
   neighbour_.assign(2 * static_cast<size_t>(d1) * m, 0);
-  keys_scratch_.resize(static_cast<size_t>(Threads()) * dim);
+  // A cache line or more per thread: threads that wrote into one line would
+  // take it from each other at every key.
+  const size_t padded = (dim + 15) / 16 * 16;
+  keys_scratch_.resize(static_cast<size_t>(Threads()) * padded);
   unsigned int factor_sum = 0;
   for (int i = 0; i < dim; ++i) factor_sum += KeyFactor(i);
-#pragma omp parallel for schedule(static) if (!Nested() && m > 4096)
-  for (int v = 0; v < m; ++v) {
-    int* lo = &keys_scratch_[static_cast<size_t>(ThreadId()) * dim];
-    const int* k = vertices_.key(v);
-    const unsigned int h = vertices_.hash(v);
-    for (int i = 0; i < dim; ++i) lo[i] = k[i] - 1;
-    for (int axis = 0; axis < d1; ++axis) {
-      unsigned int shift = 0;
-      if (axis < dim) {
-        lo[axis] = k[axis] + dim;
-        shift = KeyFactor(axis) * d1;
-      }
-      const int u = vertices_.Find<kDim>(lo, h - factor_sum + shift);
-      int* row = &neighbour_[2 * static_cast<size_t>(axis) * m];
+#pragma omp parallel for schedule(static) if (!Nested() && m > 1024)
+  for (int axis = 0; axis < d1; ++axis) {
+    int* lo = &keys_scratch_[static_cast<size_t>(ThreadId()) * padded];
+    int* row = &neighbour_[2 * static_cast<size_t>(axis) * m];
+    const unsigned int shift = axis < dim ? KeyFactor(axis) * d1 : 0;
+    for (int v = 0; v < m; ++v) {
+      const int* k = vertices_.key(v);
+      for (int i = 0; i < dim; ++i) lo[i] = k[i] - 1;
+      if (axis < dim) lo[axis] = k[axis] + dim;
+      const int u = vertices_.Find<kDim>(
+          lo, vertices_.hash(v) - factor_sum + shift);
       row[2 * v] = u + 1;
       if (u >= 0) row[2 * u + 1] = v + 1;
-      if (axis < dim) lo[axis] = k[axis] - 1;
     }
   }
 }
