@@ -285,7 +285,9 @@ TEST(PermutohedralTest, TestSplatBlurSlicePieces) {
 
 // Splat sums fixed chunks in a fixed order and every other loop writes
 // disjoint outputs, so the thread count does not change a bit. 260 x 256
-// points make the four chunks, which one thread adds up one by one.
+// points make the four chunks, which one thread adds up one by one; three
+// threads build in three chunks, renumbered after, and find neighbours by
+// axis (past 1024 vertices).
 TEST(PermutohedralTest, TestThreadsGiveSameBits) {
 #ifdef _OPENMP
   const int height = 260, width = 256, channels = 3, vs = 5;
@@ -303,6 +305,8 @@ TEST(PermutohedralTest, TestThreadsGiveSameBits) {
   InitBilateral(image, channels, height, width, 30, 20, &three);
   three.Filter(in.data(), vs, out2.data());
   omp_set_num_threads(threads);
+  EXPECT_GT(three.num_vertices(), 1024);
+  EXPECT_EQ(one.num_vertices(), three.num_vertices());
   EXPECT_TRUE(out1 == out2);
 #endif
 }
