@@ -47,15 +47,29 @@ def test_published_restatement_matches_layer_and_pydensecrf(caffe, native):
 def test_tiny_run_writes_report(caffe, tmp_path):
     from rloss import bench
 
-    lines = bench.run(tmp_path, sizes=[33], classes=[3], batches=[1, 2], threads=[1],
-                      reps=1, log=lambda s: None)
+    lines = bench.run(tmp_path, sizes=[33], classes=[3], batches=[1, 2], threads=[1, 2],
+                      reps=2, log=lambda s: None)
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
-    methods = {(r["batch"], r["method"]) for r in rows}
-    assert methods == {(b, m) for b in ("1", "2") for m in bench.METHODS}
-    assert all(float(r["median_ms"]) > 0 for r in rows)
+    methods = {(r["batch"], r["threads"], r["method"]) for r in rows}
+    # pydensecrf2 is timed on one thread only; a two-thread row times the
+    # layer and the published algorithm on one thread too, in its rounds.
+    assert methods == ({(b, "1", m) for b in ("1", "2") for m in bench.METHODS} |
+                       {(b, "2", m) for b in ("1", "2")
+                        for m in ["layer", "lattice", "published",
+                                  "layer_1thread", "published_1thread"]})
+    assert all(float(r["median_ms"]) > 0 and r["reps"] == "2" for r in rows)
     assert (tmp_path / "bench.png").stat().st_size > 1000
     text = (tmp_path / "bench.md").read_text()
     assert "| 33² | 3 | 2 | 1 |" in text and "× bound" in text and "Memory" in text
+    # The gain from a second thread: the medians of this run's CSV, divided
+    # (to their rounding: the CSV keeps microseconds).
+    ms = {(r["batch"], r["method"]): float(r["median_ms"]) for r in rows if r["threads"] == "2"}
+    for b in ("1", "2"):
+        row = re.search(rf"^\| 33² \| 3 \| {b} \| 2 \| ([0-9.]+)× \| ([0-9.]+)× \|$", text,
+                        re.M)
+        assert row, text
+        for m, shown in zip(("layer", "published"), row.groups()):
+            assert float(shown) == pytest.approx(ms[b, m + "_1thread"] / ms[b, m], abs=0.02)
     scale = next(line for line in text.splitlines() if line.startswith("scale_factor"))
     ms = [float(m) for m in re.findall(r"([0-9.]+) ms", scale)]
     assert len(ms) == 2 and min(ms) > 0, scale
