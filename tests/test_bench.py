@@ -81,14 +81,19 @@ def test_one_pixel_run_skips_the_scale_factor_line(caffe, tmp_path):
     from rloss import bench
 
     bench.run(tmp_path, sizes=[1], classes=[2], batches=[1], threads=[1], reps=1,
-              log=lambda s: None)
+              log=lambda s: None, min_seconds=60)
     text = (tmp_path / "bench.md").read_text()
     assert "| 1² | 2 | 1 | 1 |" in text and "scale_factor" not in text
+    # A round of one pixel takes far less than 60 s / 10: rounds stop at 10 x reps.
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert {r["reps"] for r in rows} == {"10"}
+    assert "median of 1 runs or more" in text
 
 
 @pytest.mark.parametrize("bad, msg", [(["--sizes", "0"], "--sizes must be positive, got 0"),
                                       (["--threads", "-1"], "--threads must be positive"),
-                                      (["--reps", "0"], "--reps must be at least 1")])
+                                      (["--reps", "0"], "--reps must be at least 1"),
+                                      (["--min-seconds", "-1"], "--min-seconds must be 0 or")])
 def test_bad_options_are_refused(bad, msg, tmp_path):
     r = rloss_cli("bench", "--out", tmp_path / "b", *bad, check=False)
     assert r.returncode == 2 and msg in r.stderr, r.stderr

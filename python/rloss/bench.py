@@ -260,7 +260,11 @@ def rel(a: float, b: float) -> float:
 
 
 def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
-            with_pydensecrf: bool, log: Callable[[str], None]) -> Result:
+            with_pydensecrf: bool, log: Callable[[str], None],
+            min_seconds: float = 0.0) -> Result:
+    """Times every method round robin: reps rounds, and more (up to 10 x reps)
+    until min_seconds have passed, so that a configuration of a few ms gets a
+    steadier median than five runs give."""
     image, _ = photographs(cfg.size, cfg.batch)
     prob = smooth_softmax(rng, cfg.batch, cfg.classes, cfg.size)
     native.set_threads(cfg.threads)
@@ -325,10 +329,13 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
     # fall on one method only.
     order = random.Random(0)
     names = list(methods)
-    for _ in range(reps):
+    start, rounds = time.perf_counter(), 0
+    while rounds < reps or (rounds < 10 * reps and
+                            time.perf_counter() - start < min_seconds):
         order.shuffle(names)
         for name in names:
             res.times.setdefault(name, []).extend(timed(methods[name], 1))
+        rounds += 1
     res.phases = np.median(np.array(phases), 0)
     res.published_phases = np.median(np.array(pub_phases), 0)
     log(f"  {cfg.label:<28} layer {1e3 * res.median('layer'):8.1f} ms   published "
@@ -497,14 +504,18 @@ def table(results: Sequence[Result]) -> List[str]:
 
 
 def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequence[int],
-        threads: Sequence[int], reps: int, log: Callable[[str], None] = print) -> List[str]:
+        threads: Sequence[int], reps: int, log: Callable[[str], None] = print,
+        min_seconds: float = 0.0) -> List[str]:
     """Runs every configuration, writes OUT/bench.csv, OUT/bench.png and
     OUT/bench.md, and returns the report's lines."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     out.mkdir(parents=True, exist_ok=True)
     native = Native(build_lib(REPO / "build" / "bench"))
     _, source = photographs(min(sizes), 1)
-    log(f"rloss bench: {source}; σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}; median of {reps} runs")
+    runs = f"median of {reps} runs" + (
+        f" or more (rounds go on for {min_seconds:g} s a configuration, up to {10 * reps})"
+        if min_seconds > 0 else "")
+    log(f"rloss bench: {source}; σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}; {runs}")
     rng = np.random.default_rng(0)
     results = []
     for size in sizes:
@@ -513,12 +524,13 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
                 for t in threads:
                     # pydensecrf2 is single-threaded: timed on one thread only.
                     results.append(measure(Config(size, k, n, t), native, reps, rng,
-                                           with_pydensecrf=t == 1, log=log))
+                                           with_pydensecrf=t == 1, log=log,
+                                           min_seconds=min_seconds))
     write_csv(results, out / "bench.csv")
     plot(results, out / "bench.png")
 
     lines = [f"# DenseCRF loss speed ({source})", "",
-             f"Forward + backward, σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}, median of {reps} runs; "
+             f"Forward + backward, σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}, {runs}; "
              "× columns: how many times faster the layer is, in this run.", ""]
     lines += table(results)
     # Per core: one thread against one thread; and the gain from more threads,

@@ -376,8 +376,11 @@ def cmd_bench(a: argparse.Namespace) -> None:
             _die(f"--{name} must be positive, got {bad[0]}")
     if a.reps < 1:
         _die(f"--reps must be at least 1, got {a.reps}")
+    if not a.min_seconds >= 0:  # also refuses nan
+        _die(f"--min-seconds must be 0 or more, got {a.min_seconds}")
 
-    lines = bench.run(Path(a.out), a.sizes, a.classes, a.batches, a.threads, a.reps)
+    lines = bench.run(Path(a.out), a.sizes, a.classes, a.batches, a.threads, a.reps,
+                      min_seconds=a.min_seconds)
     print()
     print("\n".join(lines))
     print(f"\nwrote {a.out}/bench.md, bench.csv, bench.png")
@@ -562,6 +565,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 10])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--reps", type=int, default=5, help="timed runs per method (median)")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="more runs, up to 10 x --reps, until a configuration has taken this "
+                        "long: fast ones get steadier medians")
 
     p = _add(sub, "parse-log", "Caffe's training log (glog) to CSV and a plot", """
         caffe train --solver solver.prototxt 2> phase1.log
