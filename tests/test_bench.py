@@ -63,13 +63,15 @@ def test_tiny_run_writes_report(caffe, tmp_path):
     assert "| 33² | 3 | 2 | 1 |" in text and "× bound" in text and "Memory" in text
     # The gain from a second thread: the medians of this run's CSV, divided
     # (to their rounding: the CSV keeps microseconds).
-    ms = {(r["batch"], r["method"]): float(r["median_ms"]) for r in rows if r["threads"] == "2"}
+    median = {(r["batch"], r["method"]): float(r["median_ms"]) for r in rows
+              if r["threads"] == "2"}
     for b in ("1", "2"):
         row = re.search(rf"^\| 33² \| 3 \| {b} \| 2 \| ([0-9.]+)× \| ([0-9.]+)× \|$", text,
                         re.M)
         assert row, text
         for m, shown in zip(("layer", "published"), row.groups()):
-            assert float(shown) == pytest.approx(ms[b, m + "_1thread"] / ms[b, m], abs=0.02)
+            assert float(shown) == pytest.approx(median[b, m + "_1thread"] / median[b, m],
+                                                 abs=0.02)
     scale = next(line for line in text.splitlines() if line.startswith("scale_factor"))
     ms = [float(m) for m in re.findall(r"([0-9.]+) ms", scale)]
     assert len(ms) == 2 and min(ms) > 0, scale
