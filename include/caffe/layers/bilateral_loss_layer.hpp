@@ -91,9 +91,12 @@ class BilateralLossLayer : public LossLayer<Dtype> {
   int classes_;
 
  private:
-  /// Dies naming the first non-finite value; returns the largest |value|.
-  double CheckFinite(const Blob<Dtype>& blob, const char* what) const;
-  void ComputeRoi(const vector<Blob<Dtype>*>& bottom);
+  /// Dies naming the first non-finite value of blob's [begin, begin +
+  /// count); returns the largest |value| there.
+  double CheckFinite(const Blob<Dtype>& blob, int begin, int count,
+      const char* what) const;
+  /// Image n's checks (finite, in the lattice's range) and its ROI.
+  void PrepareImage(const vector<Blob<Dtype>*>& bottom, int n);
   /// Bilinear resize of one H x W plane to h x w (scale_factor < 1), with
   /// tmp W values of scratch ...
   void Downsample(const Dtype* src, Dtype* tmp, Dtype* dst) const;

@@ -210,9 +210,8 @@ void BilateralLossLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
 
 template <typename Dtype>
 double BilateralLossLayer<Dtype>::CheckFinite(const Blob<Dtype>& blob,
-    const char* what) const {
-  const Dtype* data = blob.cpu_data();
-  const int count = blob.count();
+    int begin, int count, const char* what) const {
+  const Dtype* data = blob.cpu_data() + begin;
   Dtype largest = 0;
   int finite = 1;
   // One branch-free pass (it vectorises); the culprit is looked for only
@@ -224,64 +223,85 @@ double BilateralLossLayer<Dtype>::CheckFinite(const Blob<Dtype>& blob,
     largest = std::max(largest, a);
   }
   if (finite) return largest;
-  const int i = std::find_if(data, data + count, [](Dtype v) {
+  const int i = begin + (std::find_if(data, data + count, [](Dtype v) {
     return !std::isfinite(v);
-  }) - data;
+  }) - data);
   const int area = blob.shape(2) * blob.shape(3);
   LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
-      << "': " << what << " " << blob.shape_string() << " holds " << data[i]
-      << " at (n, c, y, x) = (" << i / (blob.shape(1) * area) << ", "
-      << (i / area) % blob.shape(1) << ", " << (i % area) / blob.shape(3)
-      << ", " << i % blob.shape(3) << "); the values feeding it must be"
-      << " finite (a diverged net? lower the learning rate)";
+      << "': " << what << " " << blob.shape_string() << " holds "
+      << blob.cpu_data()[i] << " at (n, c, y, x) = ("
+      << i / (blob.shape(1) * area) << ", " << (i / area) % blob.shape(1)
+      << ", " << (i % area) / blob.shape(3) << ", " << i % blob.shape(3)
+      << "); the values feeding it must be finite (a diverged net? lower the"
+      << " learning rate)";
   return 0;
 }
 
 template <typename Dtype>
-void BilateralLossLayer<Dtype>::ComputeRoi(const vector<Blob<Dtype>*>& bottom) {
+void BilateralLossLayer<Dtype>::PrepareImage(
+    const vector<Blob<Dtype>*>& bottom, int n) {
   const int h = small_height_, w = small_width_;
-  const int plane = height_ * width_;
-  const Dtype* image = bottom[0]->cpu_data();
-  const Dtype* roi_in = bottom.size() > 2 ? bottom[2]->cpu_data() : NULL;
-  // Without an ROI bottom, inside where some channel does not truncate to 0:
-  // |v| >= 1 (the image is finite here), which vectorises.
-  for (int n = 0; n < num_; ++n) {
-    std::vector<float>& roi = workspaces_[n].roi;
-    roi.assign(h * w, 0);
-    if (scale_ == 1) {
-      if (roi_in) {
-        const Dtype* in = roi_in + n * plane;
-        for (int i = 0; i < plane; ++i) roi[i] = in[i] != 0 ? 1 : 0;
-        continue;
+  const int plane = height_ * width_, C = channels_;
+  const char* what = "bottom[0] (the image)";
+  const Dtype* image = bottom[0]->cpu_data() + n * C * plane;
+  const Dtype* roi_in = NULL;
+  if (bottom.size() > 2) {
+    CheckFinite(*bottom[2], n * plane, plane, "bottom[2] (the ROI)");
+    roi_in = bottom[2]->cpu_data() + n * plane;
+  }
+  Workspace& ws = workspaces_[n];
+  std::vector<float>& roi = ws.roi;
+  roi.resize(h * w);
+  double largest;
+  if (scale_ == 1 && !roi_in) {
+    // The finite and range checks ride on the ROI's passes over the planes
+    // (inside where some channel does not truncate to 0: |v| >= 1). One pass
+    // per channel: a loop over channels inside the pixel loop does not
+    // vectorise.
+    Dtype peak = 0;
+    int finite = 1, outside = 0;
+    float* inside = &roi[0];
+    std::fill(inside, inside + plane, 0.0f);
+    for (int c = 0; c < C; ++c) {
+      const Dtype* in = image + c * plane;
+#pragma omp simd reduction(max : peak) reduction(& : finite)
+      for (int i = 0; i < plane; ++i) {
+        const Dtype a = std::fabs(in[i]);
+        finite &= a <= std::numeric_limits<Dtype>::max();  // not NaN, inf
+        peak = std::max(peak, a);
+        inside[i] = a >= 1 ? 1.0f : inside[i];
       }
-      for (int c = 0; c < channels_; ++c) {
-        const Dtype* in = image + (n * channels_ + c) * plane;
-        for (int i = 0; i < plane; ++i) {
-          roi[i] = std::fabs(in[i]) >= 1 ? 1 : roi[i];
-        }
-      }
-      continue;
     }
+    if (!finite) CheckFinite(*bottom[0], n * C * plane, C * plane, what);
+#pragma omp simd reduction(+ : outside)
+    for (int i = 0; i < plane; ++i) outside += inside[i] == 0;
+    largest = peak;
+    ws.all_inside = outside == 0;
+  } else {
+    largest = CheckFinite(*bottom[0], n * C * plane, C * plane, what);
     for (int ys = 0; ys < h; ++ys) {
       for (int xs = 0; xs < w; ++xs) {
-        const int at = near_y_[ys] * width_ + near_x_[xs];
+        const int at = scale_ == 1 ? ys * w + xs
+                                   : near_y_[ys] * width_ + near_x_[xs];
         bool inside = false;
         if (roi_in) {
-          inside = roi_in[n * plane + at] != 0;
+          inside = roi_in[at] != 0;
         } else {
-          for (int c = 0; c < channels_ && !inside; ++c) {
-            inside = std::fabs(image[(n * channels_ + c) * plane + at]) >= 1;
+          for (int c = 0; c < C && !inside; ++c) {
+            inside = std::fabs(image[c * plane + at]) >= 1;
           }
         }
         roi[ys * w + xs] = inside ? 1 : 0;
       }
     }
+    ws.all_inside = std::find(roi.begin(), roi.end(), 0.0f) == roi.end();
   }
-  for (int n = 0; n < num_; ++n) {
-    const std::vector<float>& roi = workspaces_[n].roi;
-    workspaces_[n].all_inside =
-        std::find(roi.begin(), roi.end(), 0.0f) == roi.end();
-  }
+  CHECK_LE(largest / sigma_rgb_, PermutohedralLattice::kMaxFeature)
+      << this->type() << " layer '" << this->layer_param_.name()
+      << "': image values reach " << largest << ", which over bi_rgb_std "
+      << sigma_rgb_ << " is beyond the lattice's range of "
+      << PermutohedralLattice::kMaxFeature << "; raise bi_rgb_std or feed the"
+      << " image in its usual range (0-255, or mean-subtracted)";
 }
 
 // Row by row: the blended source row is resampled while it is in cache.
@@ -385,15 +405,6 @@ double BilateralLossLayer<Dtype>::FilterImage(const Dtype* image,
 template <typename Dtype>
 void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     const vector<Blob<Dtype>*>& top) {
-  const double largest = CheckFinite(*bottom[0], "bottom[0] (the image)");
-  CHECK_LE(largest / sigma_rgb_, PermutohedralLattice::kMaxFeature)
-      << this->type() << " layer '" << this->layer_param_.name()
-      << "': image values reach " << largest << ", which over bi_rgb_std "
-      << sigma_rgb_ << " is beyond the lattice's range of "
-      << PermutohedralLattice::kMaxFeature << "; raise bi_rgb_std or feed the"
-      << " image in its usual range (0-255, or mean-subtracted)";
-  if (bottom.size() > 2) CheckFinite(*bottom[2], "bottom[2] (the ROI)");
-  ComputeRoi(bottom);
   const int hw = small_height_ * small_width_;
   const int plane = height_ * width_;
   const Dtype* prob = bottom[1]->cpu_data();
@@ -413,16 +424,22 @@ void BilateralLossLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
     prob = small;
   }
   const Dtype* image = bottom[0]->cpu_data();
+  // The first cpu_data() may allocate: not from several threads at once.
+  for (int i = 0; i < bottom.size(); ++i) bottom[i]->cpu_data();
   // Each image's arithmetic is the same whichever way ForEachImage runs it,
-  // so results do not depend on the thread count.
+  // so results do not depend on the thread count. Each image is checked and
+  // its ROI made on the thread that filters it: in parallel, and while its
+  // planes are in cache.
   ForEachImage(num_, [&](int n, int thread) {
+    PrepareImage(bottom, n);
     image_loss_[n] = FilterImage(image + n * channels_ * plane,
         prob + n * classes_ * hw, &workspaces_[n], &scratch_[thread]);
   });
   double loss = 0;
   for (int n = 0; n < num_; ++n) loss += image_loss_[n];
   if (!std::isfinite(loss)) {
-    CheckFinite(*bottom[1], "bottom[1] (the probabilities)");
+    CheckFinite(*bottom[1], 0, bottom[1]->count(),
+                "bottom[1] (the probabilities)");
     LOG(FATAL) << this->type() << " layer '" << this->layer_param_.name()
         << "': the loss overflowed to " << loss << "; the image values are"
         << " too large for bi_rgb_std " << sigma_rgb_ << ", or a class"

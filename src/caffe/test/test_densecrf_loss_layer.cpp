@@ -556,6 +556,35 @@ TEST_F(DenseCRFLossLayerDeathTest, TestNonFinite) {
       "\\(n, c, y, x\\) = \\(0, 0, 3, 1\\)");
 }
 
+// Images are checked one by one, on the thread that filters them: a bad value
+// in a later image is still named by its place in the whole blob.
+TEST_F(DenseCRFLossLayerDeathTest, TestNonFiniteInLaterImage) {
+  image_.Reshape(3, 3, 4, 5);
+  prob_.Reshape(3, 2, 4, 5);
+  FillerParameter fp;
+  fp.set_min(1);
+  fp.set_max(200);
+  UniformFiller<float>(fp).Fill(&image_);
+  caffe_set(prob_.count(), 0.5f, prob_.mutable_cpu_data());
+  image_.mutable_cpu_data()[image_.offset(2, 1, 3, 2)] = NAN;
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[0\\] \\(the image\\) 3 3 4 5 \\(180\\) holds nan at "
+      "\\(n, c, y, x\\) = \\(2, 1, 3, 2\\)");
+  image_.mutable_cpu_data()[image_.offset(2, 1, 3, 2)] = 7;
+  image_.mutable_cpu_data()[image_.offset(1, 0, 0, 4)] = 2e7;
+  param_.mutable_densecrf_loss_param()->set_scale_factor(0.5);
+  EXPECT_DEATH(SetUpAndForward(),
+      "image values reach 2e\\+07, which over bi_rgb_std 40");
+  image_.mutable_cpu_data()[image_.offset(1, 0, 0, 4)] = 7;
+  Blob<float> roi(3, 1, 4, 5);
+  caffe_set(roi.count(), 1.0f, roi.mutable_cpu_data());
+  roi.mutable_cpu_data()[roi.offset(1, 0, 2, 0)] = -INFINITY;
+  bottom_.push_back(&roi);
+  EXPECT_DEATH(SetUpAndForward(),
+      "bottom\\[2\\] \\(the ROI\\) .* holds -inf at "
+      "\\(n, c, y, x\\) = \\(1, 0, 2, 0\\)");
+}
+
 TEST_F(DenseCRFLossLayerDeathTest, TestBackwardToImage) {
   DenseCRFLossLayer<float> layer(param_);
   layer.SetUp(bottom_, top_);
