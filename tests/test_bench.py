@@ -89,7 +89,7 @@ def test_one_pixel_run_skips_the_scale_factor_line(caffe, tmp_path):
     # A round of one pixel takes far less than 60 s / 10: rounds stop at 10 x reps.
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
     assert {r["reps"] for r in rows} == {"10"}
-    assert "median of 1 runs or more" in text
+    assert "median of 1 run or more" in text
 
 
 @pytest.mark.parametrize("bad, msg", [(["--sizes", "0"], "--sizes must be positive, got 0"),

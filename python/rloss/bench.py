@@ -512,7 +512,7 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
     out.mkdir(parents=True, exist_ok=True)
     native = Native(build_lib(REPO / "build" / "bench"))
     _, source = photographs(min(sizes), 1)
-    runs = f"median of {reps} runs" + (
+    runs = f"median of {reps} run{'s' if reps > 1 else ''}" + (
         f" or more (rounds go on for {min_seconds:g} s a configuration, up to {10 * reps})"
         if min_seconds > 0 else "")
     log(f"rloss bench: {source}; σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}; {runs}")
