@@ -95,7 +95,8 @@ def test_one_pixel_run_skips_the_scale_factor_line(caffe, tmp_path):
 @pytest.mark.parametrize("bad, msg", [(["--sizes", "0"], "--sizes must be positive, got 0"),
                                       (["--threads", "-1"], "--threads must be positive"),
                                       (["--reps", "0"], "--reps must be at least 1"),
-                                      (["--min-seconds", "-1"], "--min-seconds must be 0 or")])
+                                      (["--min-seconds", "-1"], "--min-seconds must be 0 or"),
+                                      (["--min-seconds", "nan"], "--min-seconds must be 0 or")])
 def test_bad_options_are_refused(bad, msg, tmp_path):
     r = rloss_cli("bench", "--out", tmp_path / "b", *bad, check=False)
     assert r.returncode == 2 and msg in r.stderr, r.stderr
