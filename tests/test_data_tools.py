@@ -2,6 +2,8 @@
 synthetic scribbles, synthetic scenes and log parsing."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -188,3 +190,33 @@ def test_parse_log(tmp_path):
 def test_every_subcommand_has_help_with_an_example(cmd):
     r = rloss_cli(*cmd, "--help")
     assert "example:" in r.stdout and "rloss " + cmd[0] in r.stdout.split("example:")[1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_redraw_rarely_off_a_terminal(monkeypatch):
+    import itertools
+    import tqdm
+    import tqdm.std
+    from rloss import progress
+
+    def redraws(make_bar, stream):
+        clock = itertools.count(0.0, 1.0)  # every reading of the clock is a second later
+        monkeypatch.setattr(tqdm.std, "time", lambda: next(clock))
+        for _ in make_bar(range(300), file=stream, desc="x"):
+            pass
+        return stream.getvalue().count("\r")
+
+    plain = redraws(tqdm.tqdm, io.StringIO())
+    to_log = redraws(progress.bar, io.StringIO())
+    to_terminal = redraws(progress.bar, _Terminal())
+    assert plain > 200  # the control: unthrottled, nearly every step redraws
+    assert to_terminal > 200
+    assert 2 <= to_log <= 300 * 3 / progress.LOG_INTERVAL + 2
+    with progress.bar(total=5, file=io.StringIO()) as b:
+        assert b.mininterval == progress.LOG_INTERVAL
+    with progress.bar(total=5, file=_Terminal()) as b, tqdm.tqdm(total=5, file=_Terminal()) as c:
+        assert b.mininterval == c.mininterval

@@ -204,7 +204,7 @@ def cmd_gradient(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- scribbles
 def cmd_convert(a: argparse.Namespace) -> None:
-    from tqdm import tqdm
+    from .progress import bar
     from .data import save_label
     from .scribbles import convert, read_mapping
 
@@ -218,7 +218,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
     mapping = read_mapping(Path(a.mapping)) if a.mapping else None
     out = Path(a.out)
     labelled = total = 0
-    for f in tqdm(files, desc="convert", unit="file", disable=a.quiet):
+    for f in bar(files, desc="convert", unit="file", disable=a.quiet):
         try:
             lab = convert(f, mapping, a.thickness)
         except (KeyError, ValueError) as e:
@@ -232,7 +232,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
 
 def cmd_synthesize(a: argparse.Namespace) -> None:
     import numpy as np
-    from tqdm import tqdm
+    from .progress import bar
     from .data import load_image, load_label, save_label
     from .scribbles import seed_for, synthesize
     from .visualize import image_grid
@@ -243,7 +243,7 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
     out = Path(a.out)
     labelled = total = 0
     preview = []
-    for m in tqdm(masks, desc="synthesize", unit="mask", disable=a.quiet):
+    for m in bar(masks, desc="synthesize", unit="mask", disable=a.quiet):
         mask = load_label(m)
         s = synthesize(mask, a.fraction, a.thickness, a.strokes, a.min_area,
                        seed_for(m.stem, a.seed))

@@ -109,7 +109,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
     """Run a test net (ImageSegData + ``fc8_interp``) over its list, one image
     at a time, cropped to data_dim."""
     import caffe
-    from tqdm import tqdm
+    from .progress import bar
     from .data import read_list
 
     if not Path(weights).is_file():
@@ -125,7 +125,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
     if scores_blob not in net.blobs:
         raise KeyError(f"{net_path} has no blob {scores_blob!r}; the test nets of "
                        "`rloss prototxt` end in fc8_interp")
-    for name in tqdm(names, desc=f"eval {Path(weights).name}", unit="img", disable=not progress):
+    for name in bar(names, desc=f"eval {Path(weights).name}", unit="img", disable=not progress):
         net.forward()
         h, w = (int(v) for v in net.blobs["data_dim"].data.ravel()[:2])
         scores = net.blobs[scores_blob].data[0, :, :h, :w]

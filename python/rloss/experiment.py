@@ -61,7 +61,7 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
     """Resized images and masks, synthesized scribbles and the list files
     (absolute paths) under ``out``; returns the id split."""
     from PIL import Image
-    from tqdm import tqdm
+    from .progress import bar
 
     ids = data.find_ids(src, "SegmentationClass")
     d = out / "data"
@@ -69,7 +69,7 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
         (d / sub).mkdir(parents=True, exist_ok=True)
     labelled = total = 0
     suffix = {p.stem: p for p in (src / "JPEGImages").iterdir()}
-    for i in tqdm(ids, desc="data", unit="img"):
+    for i in bar(ids, desc="data", unit="img"):
         img = Image.open(suffix[i]).convert("RGB")
         mask = data.load_label(src / "SegmentationClass" / f"{i}.png")
         if mask.shape != (img.height, img.width):

@@ -138,7 +138,7 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
                 progress: bool = True, flush_every: int = 20) -> Path:
     """Train one phase to its max_iter; returns its final caffemodel."""
     import caffe
-    from tqdm import tqdm
+    from .progress import bar as progress_bar
 
     solver_path, sp = _effective_solver(exp, phase, max_iter, snapshot)
     final = Path(f"{exp.prefix(phase)}_iter_{sp.max_iter}.caffemodel")
@@ -163,7 +163,7 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
     losses, accs = logged_tops(exp.train_net(phase))
     log = log or CsvLog(exp.log / "train.csv")
     log.drop_after(phase, start)
-    bar = tqdm(total=sp.max_iter, initial=start, desc=f"phase {phase}", unit="it",
+    bar = progress_bar(total=sp.max_iter, initial=start, desc=f"phase {phase}", unit="it",
                disable=not progress, dynamic_ncols=True)
     net = solver.net
     try:
