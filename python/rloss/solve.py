@@ -164,7 +164,7 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
     log = log or CsvLog(exp.log / "train.csv")
     log.drop_after(phase, start)
     bar = progress_bar(total=sp.max_iter, initial=start, desc=f"phase {phase}", unit="it",
-               disable=not progress, dynamic_ncols=True)
+                       disable=not progress, dynamic_ncols=True)
     net = solver.net
     try:
         while solver.iter < sp.max_iter:
