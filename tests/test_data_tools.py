@@ -67,6 +67,26 @@ def test_convert_unknown_tag_and_mapping(tmp_path):
     assert lab[1, 5] == 30 and lab[20, 5] == 40
 
 
+@pytest.mark.parametrize("w, h, pts, message", [
+    ("", 30, [(1, 1)], "positive integer <width> and <height>"),
+    (0, 30, [(1, 1)], "positive integer <width> and <height>"),
+    (40, -3, [(1, 1)], "positive integer <width> and <height>"),
+    (40.5, 30, [(1, 1)], "positive integer <width> and <height>"),
+    (40, 30, [(1, 1), ("nan", 2)], "'horse' lacks finite numeric <X>/<Y>"),
+    (40, 30, [(1, "inf")], "'horse' lacks finite numeric <X>/<Y>"),
+    (40, 30, [("left", 2)], "'horse' lacks finite numeric <X>/<Y>"),
+    (40, 30, [(1, "")], "'horse' lacks finite numeric <X>/<Y>"),
+])
+def test_convert_refuses_bad_sizes_and_points(tmp_path, w, h, pts, message):
+    # NaN once became INT_MIN in the drawing and a zero width an IndexError.
+    xml = tmp_path / "bad.xml"
+    write_xml(xml, poly("horse", pts), w=w, h=h)
+    with pytest.raises(ValueError, match=f"bad.xml: .*{message}"):
+        scribbles.convert(xml)
+    r = rloss_cli("scribbles", "convert", xml, "--out", tmp_path / "out", check=False)
+    assert r.returncode == 2 and message in r.stderr
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     root = tmp_path_factory.mktemp("scenes")

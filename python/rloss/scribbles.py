@@ -6,11 +6,12 @@ Either way the result is a label map with the class on scribbled pixels and
 """
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from scipy import ndimage
@@ -20,6 +21,8 @@ from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
 from .data import IGNORE, VOC_CLASSES
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,6 +38,15 @@ def _child_text(node: ET.Element, name: str) -> Optional[str]:
     return None
 
 
+def _child_number(node: ET.Element, name: str, kind: Callable[[str], T]) -> Optional[T]:
+    """A child's text as ``kind``, or None where it is missing or malformed."""
+    text = _child_text(node, name)
+    try:
+        return None if text is None else kind(text)
+    except ValueError:
+        return None
+
+
 def parse_xml(path: Path) -> Tuple[int, int, List[Scribble]]:
     """(width, height, scribbles) of one ScribbleSup annotation file."""
     try:
@@ -44,10 +56,9 @@ def parse_xml(path: Path) -> Tuple[int, int, List[Scribble]]:
     size = next((n for n in root.iter() if n.tag.lower() == "size"), None)
     if size is None:
         raise ValueError(f"{path}: no <size> element; is this a ScribbleSup annotation?")
-    try:
-        width, height = int(_child_text(size, "width")), int(_child_text(size, "height"))
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: <size> needs integer <width> and <height>") from None
+    width, height = _child_number(size, "width", int), _child_number(size, "height", int)
+    if width is None or height is None or width < 1 or height < 1:
+        raise ValueError(f"{path}: <size> needs positive integer <width> and <height>")
     scribbles = []
     for poly in (n for n in root.iter() if n.tag.lower() == "polygon"):
         tag = _child_text(poly, "tag")
@@ -55,11 +66,10 @@ def parse_xml(path: Path) -> Tuple[int, int, List[Scribble]]:
             raise ValueError(f"{path}: a <polygon> has no <tag>")
         pts = []
         for pt in (n for n in poly if n.tag.lower() == "point"):
-            x, y = _child_text(pt, "X"), _child_text(pt, "Y")
-            try:
-                pts.append((float(x), float(y)))
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}: a <point> of '{tag}' lacks numeric <X>/<Y>") from None
+            x, y = _child_number(pt, "X", float), _child_number(pt, "Y", float)
+            if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError(f"{path}: a <point> of '{tag}' lacks finite numeric <X>/<Y>")
+            pts.append((x, y))
         if pts:
             scribbles.append(Scribble(tag, pts))
     return width, height, scribbles
@@ -125,7 +135,8 @@ def _walk(skeleton: np.ndarray, start: Tuple[int, int], length: int,
     skeleton, depth first so that the stroke follows one branch as far as it
     goes before turning back."""
     h, w = skeleton.shape
-    path, stack, seen = [], [start], {start}
+    path: List[Tuple[int, int]] = []
+    stack, seen = [start], {start}
     while stack and len(path) < length:
         y, x = stack.pop()
         path.append((y, x))
