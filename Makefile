@@ -43,4 +43,4 @@ prototxt: build
 	@. ./env.sh && cd python && $(PYTHON) -m rloss.nets > /dev/null && echo "prototxt/ regenerated"
 
 clean:
-	rm -rf .caffe build .pytest_cache
+	rm -rf .caffe build .pytest_cache .mypy_cache

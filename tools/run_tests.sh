@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run the C++ tests (our gtest cases in Caffe's test binary) and the Python
-# tests (pytest) against the build that ./.caffe links to. Argument: cpp,
-# python or nothing for both.
+# Run the C++ tests (our gtest cases in Caffe's test binary), then the static
+# checks and the Python tests (pytest) against the build that ./.caffe links
+# to. Argument: cpp, python or nothing for both.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -25,6 +25,10 @@ if [ "$what" != python ]; then
   "$testbin" --gtest_filter='-*GPU*' --gtest_color=no 2>&1 | grep -v '^\[       OK \]\|^\[ RUN      \]' || exit 1
 fi
 if [ "$what" != cpp ]; then
+  # Unused imports, undefined names and type hints that do not hold.
+  echo "== Static checks (pyflakes, mypy)"
+  "$PYTHON" -m pyflakes python tests tools caffe_layers
+  "$PYTHON" -m mypy
   echo "== Python tests"
   "$PYTHON" -m pytest -q tests
 fi

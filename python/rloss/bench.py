@@ -236,14 +236,23 @@ class Config:
 class Result:
     config: Config
     times: Dict[str, List[float]] = field(default_factory=dict)
-    phases: Optional[np.ndarray] = None      # lattice: build, splat, blur, slice (s)
-    published_phases: Optional[np.ndarray] = None  # build, filtering (s)
+    # lattice: build, splat, blur, slice (s); NaN until measured
+    phases: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
+    # published: build, filtering (s)
+    published_phases: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
     vertices: float = 0.0
     loss: float = 0.0
 
     def median(self, method: str) -> Optional[float]:
         t = self.times.get(method)
         return statistics.median(t) if t else None
+
+    def seconds(self, method: str) -> float:
+        """The median of a method every configuration times."""
+        t = self.median(method)
+        if t is None:
+            raise KeyError(f"{self.config.label}: {method} was not timed")
+        return t
 
 
 def timed(fn: Callable[[], object], reps: int) -> List[float]:
@@ -338,9 +347,9 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
         rounds += 1
     res.phases = np.median(np.array(phases), 0)
     res.published_phases = np.median(np.array(pub_phases), 0)
-    log(f"  {cfg.label:<28} layer {1e3 * res.median('layer'):8.1f} ms   published "
-        f"{1e3 * res.median('published'):8.1f} ms" +
-        (f"   pydensecrf2 {1e3 * res.median('pydensecrf2'):8.1f} ms" if with_pydensecrf else ""))
+    log(f"  {cfg.label:<28} layer {1e3 * res.seconds('layer'):8.1f} ms   published "
+        f"{1e3 * res.seconds('published'):8.1f} ms" +
+        (f"   pydensecrf2 {1e3 * res.seconds('pydensecrf2'):8.1f} ms" if with_pydensecrf else ""))
     return res
 
 
@@ -470,7 +479,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
     styles = {"layer": "o-", "lattice": "s--", "published": "^-", "pydensecrf2": "v-"}
     for ax, k in zip(axes, ks):
         for m in METHODS:
-            pts = sorted((r.config.size ** 2, 1e3 * r.median(m) / r.config.batch)
+            pts = sorted((r.config.size ** 2, 1e3 * r.seconds(m) / r.config.batch)
                          for r in results if r.config.classes == k and r.config.batch == 1
                          and r.config.threads == 1 and r.median(m) is not None)
             if pts:
@@ -539,7 +548,7 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
     for r in results:
         c = r.config
         if c.threads > 1:
-            gain = {m: r.median(one) / r.median(m) for m, one in ONE_THREAD.items()}
+            gain = {m: r.seconds(one) / r.seconds(m) for m, one in ONE_THREAD.items()}
             scaling.append(f"| {c.size}² | {c.classes} | {c.batch} | {c.threads} | "
                            f"{gain['layer']:.2f}× | {gain['published']:.2f}× |")
     if scaling:

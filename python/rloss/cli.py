@@ -242,7 +242,7 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
         _die(f"no PNG masks in {a.masks}")
     out = Path(a.out)
     labelled = total = 0
-    preview = []
+    preview: List[List[np.ndarray]] = []
     for m in bar(masks, desc="synthesize", unit="mask", disable=a.quiet):
         mask = load_label(m)
         s = synthesize(mask, a.fraction, a.thickness, a.strokes, a.min_area,

@@ -70,9 +70,9 @@ def write(net: str, out: Path, opts: nets.Options, schedule: nets.Schedule,
             phase == 2, train_net=str(exp.train_net(phase)),
             snapshot_prefix=str(exp.prefix(phase)), solver_mode=solver_mode,
             schedule=schedule))
-    meta = {"net": net, "options": dataclasses.asdict(opts),
-            "schedule": dataclasses.asdict(schedule), "solver_mode": solver_mode,
-            "stride": nets.STRIDES[net]}
-    meta["options"]["mean"] = list(opts.mean)
+    options = dataclasses.asdict(opts)
+    options["mean"] = list(opts.mean)
+    meta = {"net": net, "options": options, "schedule": dataclasses.asdict(schedule),
+            "solver_mode": solver_mode, "stride": nets.STRIDES[net]}
     (exp.config / "rloss.json").write_text(json.dumps(meta, indent=1) + "\n")
     return exp

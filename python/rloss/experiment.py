@@ -81,9 +81,9 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
         scale = min(1.0, s.max_side / max(img.size))
         if scale < 1:
             size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-            img = img.resize(size, Image.BILINEAR)
-            mask = np.array(Image.fromarray(mask).resize(size, Image.NEAREST))
-            scr = np.array(Image.fromarray(scr).resize(size, Image.NEAREST))
+            img = img.resize(size, Image.Resampling.BILINEAR)
+            mask = np.array(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+            scr = np.array(Image.fromarray(scr).resize(size, Image.Resampling.NEAREST))
         img.save(d / "JPEGImages" / f"{i}.jpg", quality=95)
         data.save_label(d / "SegmentationClass" / f"{i}.png", mask)
         data.save_label(d / "scribbles" / f"{i}.png", scr)
@@ -137,10 +137,9 @@ def run(src: Path, out: Path, s: Setup, log=print) -> Dict:
     log(f"{len(split['train'])} training, {len(split['tune'])} tuning, {len(split['test'])} "
         f"held-out images; {k} classes")
     res: Dict = {"setup": dataclasses.asdict(s), "classes": k, "tune": {}, "test": {}}
-    phase2 = dict(max_iter2=s.iters2)
 
     pce = _exp(out, "pce", s, "train_scribbles", num_labels=k, regularizer="none")
-    w = train(pce, "both", **phase2)
+    w = train(pce, "both", max_iter2=s.iters2)
     res["weights"] = {"pce_phase1": str(w[1]), "pce": str(w[2])}
     res["tune"]["pce"] = _score(pce, w[2], "tune", out).miou
     res["candidates"], res["chosen"] = {}, {}
@@ -151,7 +150,7 @@ def run(src: Path, out: Path, s: Setup, log=print) -> Dict:
             opts = {key: v for key, v in cand.items() if key != "regularizer"}
             e = _exp(out, name, s, "train_scribbles", num_labels=k, regularizer=reg,
                      densecrf_weight=opts.pop("weight"), **opts)
-            wj = train(e, "2", weights=w[1], **phase2)[2]
+            wj = train(e, "2", weights=w[1], max_iter2=s.iters2)[2]
             m = _score(e, wj, "tune", out).miou
             res["tune"][name] = m
             res["candidates"][name] = {**cand, "weights": str(wj)}
@@ -162,7 +161,7 @@ def run(src: Path, out: Path, s: Setup, log=print) -> Dict:
         res["chosen"][reg] = best
         res["weights"][reg] = res["candidates"][best]["weights"]
     full = _exp(out, "full", s, "train_full", num_labels=k, regularizer="none")
-    res["weights"]["full"] = str(train(full, "both", **phase2)[2])
+    res["weights"]["full"] = str(train(full, "both", max_iter2=s.iters2)[2])
     for arm in ("pce", *s.regularizers, "full"):
         sc = _score(pce, Path(res["weights"][arm]), "test", out)
         res["test"][arm] = {"miou": sc.miou, "pixel_accuracy": sc.pixel_accuracy,

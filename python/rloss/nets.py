@@ -201,7 +201,7 @@ class _Builder:
                                               include=dict(phase=caffe.TRAIN), **kw)
 
     def accuracy(self, name: str, scores, labels, reset: bool = True) -> None:
-        sp = dict(ignore_label=[255])
+        sp: Dict[str, object] = {"ignore_label": [255]}
         if not reset:
             sp["reset"] = False
         self[name] = L.SegAccuracy(scores, labels, seg_accuracy_param=sp)
@@ -438,7 +438,8 @@ def resnet101(phase: str, densecrf: bool, opts: Options) -> str:
         for i, rate in enumerate((6, 12, 18, 24)):
             shared = [dict(name=f"fc1_{exp}_c{i}_w", lr_mult=10, decay_mult=1),
                       dict(name=f"fc1_{exp}_c{i}_b", lr_mult=20, decay_mult=0)]
-            cp = dict(num_output=b.o.num_labels, kernel_size=3, pad=rate, dilation=rate)
+            cp: Dict[str, object] = dict(num_output=b.o.num_labels, kernel_size=3, pad=rate,
+                                         dilation=rate)
             if b.train:
                 cp.update(_GAUSS)
             name = f"fc1_{exp}{sfx}_c{i}"

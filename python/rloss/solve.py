@@ -14,7 +14,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .config import Experiment
 
@@ -69,13 +69,17 @@ def logged_tops(net_path: Path) -> Tuple[List[Tuple[str, float]], List[str]]:
     return losses, accs
 
 
+# A train.csv row: numbers as added, strings as read back.
+Row = Dict[str, Union[str, float]]
+
+
 class CsvLog:
     """The per-iteration log of both phases in one CSV, rewritten in full on
     each flush so that a column first seen in phase 2 gets its header."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.rows: List[Dict[str, object]] = []
+        self.rows: List[Row] = []
         if path.is_file():
             with open(path, newline="") as f:
                 self.rows = list(csv.DictReader(f))
@@ -85,7 +89,7 @@ class CsvLog:
         self.rows = [r for r in self.rows if int(r["phase"]) < phase
                      or (int(r["phase"]) == phase and int(r["iter"]) < it)]
 
-    def add(self, row: Dict[str, object]) -> None:
+    def add(self, row: Row) -> None:
         self.rows.append(row)
 
     def flush(self) -> None:
@@ -102,8 +106,9 @@ class CsvLog:
 
 
 def _effective_solver(exp: Experiment, phase: int, max_iter: Optional[int],
-                      snapshot: Optional[int]) -> Tuple[Path, object]:
-    """The phase's solver with command-line overrides, written to log/."""
+                      snapshot: Optional[int]) -> Tuple[Path, Any]:
+    """The phase's solver with command-line overrides, written to log/, and
+    its caffe_pb2.SolverParameter (typed Any: protobuf classes are built at run time)."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
 
@@ -171,7 +176,7 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
             it = solver.iter
             t0 = time.perf_counter()
             solver.step(1)
-            row: Dict[str, object] = {"phase": phase, "iter": it,
+            row: Row = {"phase": phase, "iter": it,
                                       "lr": f"{learning_rate(sp, it):.6g}"}
             total = 0.0
             terms = {}
