@@ -82,7 +82,7 @@ def test_prototxt_options_and_refusals(caffe, dataset, tmp_path):
         assert net.blobs["label_shrink"].data.shape == (2, 1, 11, 11)
     net = caffe.Net(str(exp / "config" / "test.prototxt"), caffe.TEST)
     assert net.blobs["fc8_interp"].data.shape == (1, 3, TEST_CROP, TEST_CROP)
-    for bad, msg in ((["--bi-xy-std", "0"], "must be positive"),
+    for bad, msg in ((["--bi-xy-std", "0"], "--bi-xy-std: expected a positive number"),
                      (["--scale-factor", "2"], r"\(0, 1\]"),
                      (["--train-list", "/nope.txt"], "does not exist")):
         r = rloss_cli("prototxt", "--net", "small", "--data-root", dataset, "--out",

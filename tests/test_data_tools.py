@@ -240,3 +240,11 @@ def test_progress_bars_redraw_rarely_off_a_terminal(monkeypatch):
         assert b.mininterval == progress.LOG_INTERVAL
     with progress.bar(total=5, file=_Terminal()) as b, tqdm.tqdm(total=5, file=_Terminal()) as c:
         assert b.mininterval == c.mininterval
+
+
+@pytest.mark.parametrize("kw", [dict(thickness=0), dict(strokes=0), dict(min_area=-1),
+                                dict(fraction=float("nan"))])
+def test_synthesize_refuses_bad_arguments(kw):
+    # thickness 0 used to end in a ZeroDivisionError.
+    with pytest.raises(ValueError, match="must"):
+        scribbles.synthesize(np.zeros((20, 20), np.uint8), **kw)

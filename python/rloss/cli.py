@@ -6,16 +6,46 @@ Subcommands import pycaffe only when they need it, so the data tools
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, NoReturn, Optional, Sequence
+from typing import Callable, List, NoReturn, Optional, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def _die(msg: str) -> NoReturn:
     print(f"rloss: error: {msg}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _checked(kind: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Callable[[str], T]:
+    """An argparse type that refuses a value unless ``ok``, so a bad option
+    stops the command with a usage error before any work, not a traceback
+    halfway through. The checks are written so that NaN fails them."""
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+POSITIVE_INT = _checked(int, lambda v: v > 0, "a positive integer")
+COUNT = _checked(int, lambda v: v >= 0, "an integer, 0 or more")
+LABELS = _checked(int, lambda v: 2 <= v <= 255, "2 to 255 classes (label 255 means unlabelled)")
+POSITIVE = _checked(float, lambda v: 0 < v < math.inf, "a positive number")
+NON_NEGATIVE = _checked(float, lambda v: 0 <= v < math.inf, "a number, 0 or more")
+FINITE = _checked(float, math.isfinite, "a finite number")
+FRACTION = _checked(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+UNIT = _checked(float, lambda v: 0 <= v <= 1, "a fraction in [0, 1]")
+HOLDOUT = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+SECONDS = _checked(float, lambda v: v >= 0, "a number of seconds, 0 or more")
 
 
 def _add(sub, name: str, help_: str, example: str, func) -> argparse.ArgumentParser:
@@ -42,9 +72,6 @@ def cmd_prototxt(a: argparse.Namespace) -> None:
     if a.regularizer == "size":
         if not (a.size_lower or a.size_upper):
             _die("--regularizer size needs --size-lower and/or --size-upper (fractions)")
-        for b in (a.size_lower or []) + (a.size_upper or []):
-            if not 0 <= b <= 1:
-                _die(f"size bounds are fractions of the image in [0, 1], got {b}")
         over["size_lower"] = tuple(a.size_lower or ())
         over["size_upper"] = tuple(a.size_upper or ())
     root = Path(a.data_root).resolve() if a.data_root else None
@@ -63,11 +90,6 @@ def cmd_prototxt(a: argparse.Namespace) -> None:
         print(f"note: crop size {over.get('crop_size', opts.crop_size)} is not "
               f"{nets.STRIDES[a.net]}k+1: labels and scores will not align exactly",
               file=sys.stderr)
-    for k in ("bi_xy_std", "bi_rgb_std", "densecrf_weight"):
-        if k in over and not over[k] > 0:
-            _die(f"--{k.replace('_', '-')} must be positive, got {over[k]}")
-    if "scale_factor" in over and not 0 < over["scale_factor"] <= 1:
-        _die(f"--scale-factor must lie in (0, 1], got {over['scale_factor']}")
     opts = nets.Options.published(a.net, **over)
     sched = nets.SCHEDULES[a.net]
     for k in ("base_lr", "base_lr2", "max_iter", "stepsize", "snapshot"):
@@ -327,7 +349,8 @@ def _setup(a: argparse.Namespace, **base):
                 t = tuple(float(v) for v in vals.split(","))
             except ValueError:
                 t = ()
-            if reg not in grids or len(t) != (1 if reg == "size" else 3) or min(t) <= 0:
+            if (reg not in grids or len(t) != (1 if reg == "size" else 3)
+                    or not all(0 < v < math.inf for v in t)):
                 _die(f"--grid entry {g!r}: give WEIGHT,SIGMA_XY,SIGMA_RGB (DenseCRF), "
                      "ncut:WEIGHT,SIGMA_XY,SIGMA_RGB or size:WEIGHT, all positive")
             grids[reg].append(t)
@@ -370,15 +393,6 @@ def cmd_demo(a: argparse.Namespace) -> None:
 def cmd_bench(a: argparse.Namespace) -> None:
     from . import bench
 
-    for name in ("sizes", "classes", "batches", "threads"):
-        bad = [v for v in getattr(a, name) if v < 1]
-        if bad:
-            _die(f"--{name} must be positive, got {bad[0]}")
-    if a.reps < 1:
-        _die(f"--reps must be at least 1, got {a.reps}")
-    if not a.min_seconds >= 0:  # also refuses nan
-        _die(f"--min-seconds must be 0 or more, got {a.min_seconds}")
-
     lines = bench.run(Path(a.out), a.sizes, a.classes, a.batches, a.threads, a.reps,
                       min_seconds=a.min_seconds)
     print()
@@ -406,34 +420,34 @@ def parser() -> argparse.ArgumentParser:
                    "DATA_ROOT/list/{train,val}.txt")
     p.add_argument("--train-list", help="list of 'image label' lines for training")
     p.add_argument("--test-list", help="list for the test net")
-    p.add_argument("--num-labels", type=int, help="classes, background included (default 21)")
-    p.add_argument("--crop-size", type=int, help="training crop (default 321)")
-    p.add_argument("--test-crop-size", type=int, help="test crop (default 513)")
-    p.add_argument("--batch-size", type=int, help="default: the release's for the net")
-    p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"),
+    p.add_argument("--num-labels", type=LABELS, help="classes, background included (default 21)")
+    p.add_argument("--crop-size", type=POSITIVE_INT, help="training crop (default 321)")
+    p.add_argument("--test-crop-size", type=POSITIVE_INT, help="test crop (default 513)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="default: the release's for the net")
+    p.add_argument("--mean", type=FINITE, nargs=3, metavar=("B", "G", "R"),
                    help="mean subtracted from the image, BGR (default VOC's)")
-    p.add_argument("--densecrf-weight", type=float,
+    p.add_argument("--densecrf-weight", type=POSITIVE,
                    help="phase 2 regularizer's loss weight (default 1e-8)")
-    p.add_argument("--bi-xy-std", type=float, help="σxy (default 100; 80 for resnet-101)")
-    p.add_argument("--bi-rgb-std", type=float, help="σrgb (default 15; 13 for resnet-101)")
-    p.add_argument("--scale-factor", type=float, help="DenseCRF loss resolution (default 1)")
+    p.add_argument("--bi-xy-std", type=POSITIVE, help="σxy (default 100; 80 for resnet-101)")
+    p.add_argument("--bi-rgb-std", type=POSITIVE, help="σrgb (default 15; 13 for resnet-101)")
+    p.add_argument("--scale-factor", type=FRACTION, help="DenseCRF loss resolution (default 1)")
     p.add_argument("--regularizer", default="densecrf",
                    choices=["densecrf", "ncut", "size", "none"],
                    help="phase 2's extra loss: the DenseCRF loss, Normalized Cut on the same "
                    "kernel, a size constraint, or none (pCE alone)")
-    p.add_argument("--size-lower", type=float, nargs="+", metavar="F",
+    p.add_argument("--size-lower", type=UNIT, nargs="+", metavar="F",
                    help="size regularizer: lower bounds, fractions of the image (one, or "
                    "one per class)")
-    p.add_argument("--size-upper", type=float, nargs="+", metavar="F",
+    p.add_argument("--size-upper", type=UNIT, nargs="+", metavar="F",
                    help="size regularizer: upper bounds, fractions of the image")
     p.add_argument("--solver-mode", default="CPU", choices=["CPU", "GPU"])
     p.add_argument("--exp-name", help="suffix of the classifier's name fc8_<name> "
                    "(default 'pascal_scribble'); a new name re-initialises it from --weights")
-    p.add_argument("--base-lr", type=float, help="phase 1 (default 1e-3)")
-    p.add_argument("--base-lr2", type=float, help="phase 2 (default 1e-4)")
-    p.add_argument("--max-iter", type=int, help="per phase (default 9000)")
-    p.add_argument("--stepsize", type=int, help="lr x 0.1 every STEPSIZE iterations (default 3000)")
-    p.add_argument("--snapshot", type=int, help="snapshot every N iterations (default 1000)")
+    p.add_argument("--base-lr", type=NON_NEGATIVE, help="phase 1 (default 1e-3)")
+    p.add_argument("--base-lr2", type=NON_NEGATIVE, help="phase 2 (default 1e-4)")
+    p.add_argument("--max-iter", type=POSITIVE_INT, help="per phase (default 9000)")
+    p.add_argument("--stepsize", type=POSITIVE_INT, help="lr x 0.1 every STEPSIZE iterations (default 3000)")
+    p.add_argument("--snapshot", type=COUNT, help="snapshot every N iterations (default 1000)")
 
     p = _add(sub, "train", "train phase 1 (pCE) and/or phase 2 (pCE + DenseCRF) with pycaffe", """
         rloss train --exp exp/ --phase both --weights init.caffemodel
@@ -442,9 +456,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", choices=["1", "2", "both"], default="both")
     p.add_argument("--weights", help="initial caffemodel (phase 1; phase 2 when run alone)")
     p.add_argument("--resume", action="store_true", help="continue from the latest snapshots")
-    p.add_argument("--max-iter", type=int, help="override the solvers' max_iter")
-    p.add_argument("--max-iter2", type=int, help="override max_iter of phase 2 only")
-    p.add_argument("--snapshot", type=int, help="override the snapshot interval")
+    p.add_argument("--max-iter", type=POSITIVE_INT, help="override the solvers' max_iter")
+    p.add_argument("--max-iter2", type=POSITIVE_INT, help="override max_iter of phase 2 only")
+    p.add_argument("--snapshot", type=COUNT, help="override the snapshot interval")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     p = _add(sub, "eval", "score models over a list: per-class IoU, mIoU, pixel accuracy", """
@@ -458,12 +472,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="a column name per model")
     p.add_argument("--list", help="evaluate this list instead of the test net's")
     p.add_argument("--data-root", help="root folder for --list")
-    p.add_argument("--num-labels", type=int, help="default: the net's output channels")
+    p.add_argument("--num-labels", type=LABELS, help="default: the net's output channels")
     p.add_argument("--classes", help="file with one class name per line")
     p.add_argument("--out", default="eval", help="folder for the table, figures, predictions")
     p.add_argument("--save-predictions", action="store_true",
                    help="write palette PNGs of the predictions (OUT/<name>/<image>.png)")
-    p.add_argument("--grid", type=int, default=6, help="images in predictions.png (0: none)")
+    p.add_argument("--grid", type=COUNT, default=6, help="images in predictions.png (0: none)")
     p.add_argument("-q", "--quiet", action="store_true")
 
     p = _add(sub, "visualize-gradient", "per-class probabilities and the DenseCRF loss "
@@ -476,11 +490,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--net", help="test prototxt")
     p.add_argument("--weights", help="caffemodel")
     p.add_argument("--prob", help="K x H x W probabilities (.npy) instead of a model")
-    p.add_argument("--stride", type=int, default=8, help="the net's output stride (with --net)")
-    p.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"))
-    p.add_argument("--bi-xy-std", type=float)
-    p.add_argument("--bi-rgb-std", type=float)
-    p.add_argument("--scale-factor", type=float, default=1.0)
+    p.add_argument("--stride", type=POSITIVE_INT, default=8, help="the net's output stride (with --net)")
+    p.add_argument("--mean", type=FINITE, nargs=3, metavar=("B", "G", "R"))
+    p.add_argument("--bi-xy-std", type=POSITIVE)
+    p.add_argument("--bi-rgb-std", type=POSITIVE)
+    p.add_argument("--scale-factor", type=FRACTION, default=1.0)
     p.add_argument("--classes", help="file with one class name per line")
     p.add_argument("--out", default="gradient.png")
 
@@ -497,7 +511,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("xml", nargs="+", help="XML files or folders of them")
     q.add_argument("--out", required=True)
     q.add_argument("--mapping", help="'tag index' per line, for tags beyond VOC's 21")
-    q.add_argument("--thickness", type=int, default=3)
+    q.add_argument("--thickness", type=POSITIVE_INT, default=3)
     q.add_argument("-q", "--quiet", action="store_true")
     q = _add(ss, "synthesize", "scribbles from full masks: medial-axis strokes per region", """
         rloss scribbles synthesize --masks data/SegmentationClass --images data/JPEGImages \\
@@ -505,11 +519,11 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--masks", required=True, help="folder of full-mask PNGs")
     q.add_argument("--out", required=True)
     q.add_argument("--images", help="image folder, for the preview picture")
-    q.add_argument("--fraction", type=float, default=0.03, help="share of pixels to label")
-    q.add_argument("--thickness", type=int, default=3)
-    q.add_argument("--strokes", type=int, default=3, help="strokes per region at most")
-    q.add_argument("--min-area", type=int, default=64, help="skip smaller regions")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--fraction", type=FRACTION, default=0.03, help="share of pixels to label")
+    q.add_argument("--thickness", type=POSITIVE_INT, default=3)
+    q.add_argument("--strokes", type=POSITIVE_INT, default=3, help="strokes per region at most")
+    q.add_argument("--min-area", type=COUNT, default=64, help="skip smaller regions")
+    q.add_argument("--seed", type=COUNT, default=0)
     q.add_argument("-q", "--quiet", action="store_true")
 
     p = _add(sub, "lists", "train/val list files for ImageSegData", """
@@ -518,23 +532,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder with JPEGImages/ and label folders")
     p.add_argument("--labels", default="SegmentationClass", help="label folder for training")
     p.add_argument("--val-labels", help="label folder for validation (default: --labels)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=HOLDOUT, default=0.2)
+    p.add_argument("--seed", type=COUNT, default=0)
     p.add_argument("--ids", help="use only these ids (one per line)")
     p.add_argument("--out", help="folder for train.txt and val.txt (default DATA/list)")
 
     def experiment_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--net", choices=["small", "deeplab_largeFOV"], help="default small")
-        p.add_argument("--fraction", type=float, help="scribbled share of pixels (0.03)")
-        p.add_argument("--seed", type=int, help="scribbles and splits (0)")
-        p.add_argument("--max-side", type=int, help="resize images to this longer side (128)")
-        p.add_argument("--crop-size", type=int)
-        p.add_argument("--test-crop-size", type=int, help="at least the resized image size")
-        p.add_argument("--batch-size", type=int)
-        p.add_argument("--iters1", type=int, help="phase 1 iterations")
-        p.add_argument("--iters2", type=int, help="phase 2 iterations")
-        p.add_argument("--base-lr", type=float, help="phase 1 learning rate (Adam)")
-        p.add_argument("--base-lr2", type=float, help="phase 2 learning rate")
+        p.add_argument("--fraction", type=FRACTION, help="scribbled share of pixels (0.03)")
+        p.add_argument("--seed", type=COUNT, help="scribbles and splits (0)")
+        p.add_argument("--max-side", type=POSITIVE_INT, help="resize images to this longer side (128)")
+        p.add_argument("--crop-size", type=POSITIVE_INT)
+        p.add_argument("--test-crop-size", type=POSITIVE_INT, help="at least the resized image size")
+        p.add_argument("--batch-size", type=POSITIVE_INT)
+        p.add_argument("--iters1", type=POSITIVE_INT, help="phase 1 iterations")
+        p.add_argument("--iters2", type=POSITIVE_INT, help="phase 2 iterations")
+        p.add_argument("--base-lr", type=NON_NEGATIVE, help="phase 1 learning rate (Adam)")
+        p.add_argument("--base-lr2", type=NON_NEGATIVE, help="phase 2 learning rate")
         p.add_argument("--regularizers", nargs="+", choices=["densecrf", "ncut", "size"],
                        help="phase-2 losses to compare (default densecrf)")
         p.add_argument("--grid", nargs="+", metavar="[REG:]W,...",
@@ -552,7 +566,7 @@ def parser() -> argparse.ArgumentParser:
     p = _add(sub, "demo", "the main job on synthetic scenes; writes OUT/report.md", """
         rloss demo --out demo_out        # what `make demo` runs""", cmd_demo)
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--images", type=int, default=80, help="synthetic scenes to make")
+    p.add_argument("--images", type=POSITIVE_INT, default=80, help="synthetic scenes to make")
     experiment_options(p)
 
     p = _add(sub, "bench", "time the DenseCRF loss against the published algorithm and "
@@ -560,12 +574,12 @@ def parser() -> argparse.ArgumentParser:
         rloss bench --out bench_out
         rloss bench --sizes 321 --classes 21 --batches 1 --threads 1 --reps 3""", cmd_bench)
     p.add_argument("--out", default="bench_out", help="folder for bench.md, .csv and .png")
-    p.add_argument("--sizes", type=int, nargs="+", default=[321, 513], help="image sides")
-    p.add_argument("--classes", type=int, nargs="+", default=[21, 2])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 10])
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--reps", type=int, default=5, help="timed runs per method (median)")
-    p.add_argument("--min-seconds", type=float, default=2.0,
+    p.add_argument("--sizes", type=POSITIVE_INT, nargs="+", default=[321, 513], help="image sides")
+    p.add_argument("--classes", type=POSITIVE_INT, nargs="+", default=[21, 2])
+    p.add_argument("--batches", type=POSITIVE_INT, nargs="+", default=[1, 10])
+    p.add_argument("--threads", type=POSITIVE_INT, nargs="+", default=[1, 2])
+    p.add_argument("--reps", type=POSITIVE_INT, default=5, help="timed runs per method (median)")
+    p.add_argument("--min-seconds", type=SECONDS, default=2.0,
                    help="more runs, up to 10 x --reps, until a configuration has taken this "
                         "long: fast ones get steadier medians")
 

@@ -178,6 +178,9 @@ def synthesize(mask: np.ndarray, fraction: float = 0.03, thickness: int = 3,
     stays near ``fraction``. 255 in the mask (VOC's void) is never labelled."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction is {fraction}; it must lie in (0, 1]")
+    if thickness < 1 or strokes < 1 or min_area < 0:
+        raise ValueError(f"thickness {thickness}, strokes {strokes}, min_area {min_area}: "
+                         "thickness and strokes must be at least 1, min_area at least 0")
     rng = rng or np.random.default_rng(0)
     out = np.full(mask.shape, IGNORE, np.uint8)
     brush = np.ones((thickness, thickness), bool)
