@@ -90,6 +90,17 @@ def test_prototxt_options_and_refusals(caffe, dataset, tmp_path):
         assert r.returncode == 2 and __import__("re").search(msg, r.stderr), r.stderr
 
 
+def test_train_checks_weights_before_building_the_net(caffe, dataset, tmp_path):
+    # The list names no real image: building the net would abort in the data layer.
+    lst = tmp_path / "gone.txt"
+    lst.write_text("/gone/a.jpg /gone/a.png\n")
+    exp = make_exp(dataset, tmp_path / "e", "--train-list", lst, "--test-list", lst)
+    r = rloss_cli("train", "--exp", exp, "--weights", tmp_path / "nope.caffemodel", "-q",
+                  check=False)
+    assert r.returncode == 2 and f"no weights file {tmp_path / 'nope.caffemodel'}" in r.stderr
+    assert not (exp / "log" / "train.csv").exists()
+
+
 def test_train_both_phases(caffe, dataset, tmp_path):
     exp = make_exp(dataset, tmp_path / "e", "--max-iter", 6, "--snapshot", 4, "--base-lr2", 0)
     r = rloss_cli("train", "--exp", exp, "-q")

@@ -3,7 +3,9 @@ ends the command with argparse's usage error (exit 2) naming the option,
 before any work, where it used to die later in a traceback or go through."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import rloss_cli
 from rloss import cli
@@ -78,3 +80,23 @@ def test_grid_refuses_nan_and_inf():
         with pytest.raises(SystemExit) as e:
             cli._setup(cli.parser().parse_args(["demo", "--grid", entry]))
         assert e.value.code == 2
+
+
+def test_missing_and_misplaced_files_are_usage_errors(tmp_path):
+    """An OSError from any command is one line and exit 2, not a traceback."""
+    (tmp_path / "a_file").write_text("")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / "m.png")
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    for argv, message in (
+            (["visualize-gradient", "--image", tmp_path / "nope.jpg", "--prob",
+              tmp_path / "p.npy"], f"No such file or directory: {tmp_path / 'nope.jpg'}"),
+            (["visualize-gradient", "--image", tmp_path / "broken.png", "--prob",
+              tmp_path / "p.npy"], "cannot identify image file"),
+            (["scribbles", "synthesize", "--masks", masks, "--out", tmp_path / "a_file", "-q"],
+             "File exists"),
+            (["eval", "--exp", tmp_path / "none"], "is missing")):
+        r = rloss_cli(*argv, check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("rloss: error: ") and message in r.stderr, r.stderr

@@ -596,7 +596,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     a = parser().parse_args(argv)
     if not a.verbose:
         os.environ.setdefault("GLOG_minloglevel", "2")
-    a.func(a)
+    try:
+        a.func(a)
+    except OSError as e:  # a missing input, an output path that is a file, ...
+        _die(f"{e.strerror}: {e.filename}" if e.filename else str(e))
 
 
 if __name__ == "__main__":

@@ -152,6 +152,8 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
         if progress:
             print(f"phase {phase}: already finished ({final.name})")
         return final
+    if weights is not None and not (resume and states) and not Path(weights).is_file():
+        raise FileNotFoundError(f"no weights file {weights}")
     if sp.solver_mode == sp.GPU:
         caffe.set_mode_gpu()
     else:
@@ -162,8 +164,6 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
         start, state = states[-1]
         solver.restore(str(state))
     elif weights is not None:
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"no weights file {weights}")
         solver.net.copy_from(str(weights))
     losses, accs = logged_tops(exp.train_net(phase))
     log = log or CsvLog(exp.log / "train.csv")
