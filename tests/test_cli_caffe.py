@@ -227,6 +227,14 @@ def test_train_sh(caffe, dataset, tmp_path):
     r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work, env=env,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no list exp/list/nope.txt" in r.stderr
+    env["TEST_SET"] = "val"
+    for var, value, message in (("CROP_SIZE", "-321", "give a positive integer"),
+                                ("NUM_LABELS", "0", "give a positive integer"),
+                                ("DENSECRF_LOSS_WEIGHT", "nan", "give a positive number"),
+                                ("DENSECRF_LOSS_WEIGHT", "0e0", "give a positive number")):
+        r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
+                           env={**env, var: value}, capture_output=True, text=True)
+        assert r.returncode == 1 and f"{var} is '{value}'; {message}" in r.stderr, r.stderr
 
 
 @pytest.fixture(scope="module")

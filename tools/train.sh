@@ -36,6 +36,12 @@ die() { echo "train.sh: $*" >&2; exit 1; }
 for s in "$TRAIN_SET" "$TEST_SET"; do
   [ -f "$EXP/list/$s.txt" ] || die "no list $EXP/list/$s.txt (make one with 'rloss lists')"
 done
+for v in NUM_LABELS CROP_SIZE TEST_CROP_SIZE BATCH_SIZE MAX_ITER; do  # empty: the default
+  [ -z "${!v}" ] || [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v is '${!v}'; give a positive integer"
+done
+[[ $DENSECRF_LOSS_WEIGHT =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] \
+  && awk -v w="$DENSECRF_LOSS_WEIGHT" 'BEGIN { exit !(w + 0 > 0) }' \
+  || die "DENSECRF_LOSS_WEIGHT is '$DENSECRF_LOSS_WEIGHT'; give a positive number such as 1e-8"
 command -v caffe > /dev/null || source "$REPO/env.sh"
 command -v caffe > /dev/null || die "no caffe tool: run 'make' in $REPO"
 # The release's batch size for the net unless given.
