@@ -18,6 +18,7 @@ from google.protobuf import text_format
 
 from conftest import CROP, REPO, TEST_CROP, child_env, make_exp, rloss_cli
 
+
 def read_rows(exp: Path):
     with open(exp / "log" / "train.csv", newline="") as f:
         return list(csv.DictReader(f))
@@ -39,14 +40,14 @@ def test_prototxt_defaults_are_published(caffe, dataset, tmp_path):
             assert Path(s.train_net).is_file()
         n = text_format.Parse((out / "config" / "trainwithdensecrfloss.prototxt").read_text(),
                               caffe_pb2.NetParameter())
-        crf = [l for l in n.layer if l.type == "DenseCRFLoss"][0]
+        crf = [x for x in n.layer if x.type == "DenseCRFLoss"][0]
         assert (crf.densecrf_loss_param.bi_xy_std, crf.densecrf_loss_param.bi_rgb_std) == sigmas
         assert crf.loss_weight[0] == pytest.approx(1e-8)
         assert list(crf.propagate_down) == [False, True]
         data = n.layer[0]
         assert data.transform_param.crop_size == 321
         assert data.image_data_param.source == str(dataset / "list" / "train.txt")
-        assert [l for l in n.layer if l.name.startswith("fc8") or l.name.startswith("fc1")][0] \
+        assert [x for x in n.layer if x.name.startswith(("fc8", "fc1"))][0] \
             .convolution_param.num_output == 21
         # The published structure: the same layers as the shipped template.
         from rloss import nets
@@ -54,8 +55,8 @@ def test_prototxt_defaults_are_published(caffe, dataset, tmp_path):
                             .read_text(), dict(DATA_ROOT="/d/", EXP="pascal_scribble",
                                                TRAIN_SET="train", NUM_LABELS=21), net=net)
         ref = text_format.Parse(shipped, caffe_pb2.NetParameter())
-        assert [(l.name, l.type, list(l.bottom), list(l.top)) for l in n.layer] == \
-            [(l.name, l.type, list(l.bottom), list(l.top)) for l in ref.layer]
+        assert [(x.name, x.type, list(x.bottom), list(x.top)) for x in n.layer] == \
+            [(x.name, x.type, list(x.bottom), list(x.top)) for x in ref.layer]
 
 
 def test_prototxt_options_and_refusals(caffe, dataset, tmp_path):
@@ -68,7 +69,7 @@ def test_prototxt_options_and_refusals(caffe, dataset, tmp_path):
     d = n.layer[0]
     assert list(d.transform_param.mean_value) == [1, 2, 3]
     assert (d.transform_param.crop_size, d.image_data_param.batch_size) == (CROP, 2)
-    crf = [l for l in n.layer if l.type == "DenseCRFLoss"][0]
+    crf = [x for x in n.layer if x.type == "DenseCRFLoss"][0]
     p = crf.densecrf_loss_param
     assert (p.bi_xy_std, p.bi_rgb_std, p.scale_factor) == (40, 9, 0.5)
     assert crf.loss_weight[0] == pytest.approx(2e-9)
@@ -175,7 +176,7 @@ def test_sigint_leaves_a_snapshot(caffe, dataset, tmp_path):
     # Interrupt once training runs: the bar shows at least 2 iterations done.
     deadline = time.time() + 120
     while time.time() < deadline and not re.search(r"\| +([2-9]|\d\d+)/100000",
-                                                    err.read_text()):
+                                                   err.read_text()):
         time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     try:
@@ -206,7 +207,7 @@ def test_train_sh(caffe, dataset, tmp_path):
     model = work / "exp" / "model" / "small"
     assert (model / "train_iter_10.caffemodel").is_file()
     assert (model / "trainwithdensecrfloss_iter_10.caffemodel").is_file()
-    lines = [l for l in r.stdout.splitlines() if l.startswith("pixel accuracy")]
+    lines = [x for x in r.stdout.splitlines() if x.startswith("pixel accuracy")]
     assert len(lines) == 2
     miou = float(lines[1].split("mIoU ")[1])
     assert 0 < miou <= 1

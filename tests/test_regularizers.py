@@ -87,14 +87,14 @@ def test_prototxt_regularizer(caffe, dataset, tmp_path, reg, layer_type, top):
                    *extra)
     path = exp / "config" / "trainwithdensecrfloss.prototxt"
     n = text_format.Parse(path.read_text(), caffe_pb2.NetParameter())
-    types = [l.type for l in n.layer]
+    types = [x.type for x in n.layer]
     assert "DenseCRFLoss" not in types
     if layer_type is None:
         assert types.count("SoftmaxWithLoss") == 1 and len(types) == len(
             text_format.Parse((exp / "config" / "train.prototxt").read_text(),
                               caffe_pb2.NetParameter()).layer)
         return
-    (layer,) = [l for l in n.layer if l.type == layer_type]
+    (layer,) = [x for x in n.layer if x.type == layer_type]
     assert layer.loss_weight[0] == pytest.approx(0.5)
     if reg == "size":
         p = layer.size_loss_param

@@ -25,9 +25,9 @@ if [ "$what" != python ]; then
   "$testbin" --gtest_filter='-*GPU*' --gtest_color=no 2>&1 | grep -v '^\[       OK \]\|^\[ RUN      \]' || exit 1
 fi
 if [ "$what" != cpp ]; then
-  # Unused imports, undefined names and type hints that do not hold.
-  echo "== Static checks (pyflakes, mypy)"
-  "$PYTHON" -m pyflakes python tests tools caffe_layers
+  # Unused imports, undefined names, style (.flake8) and type hints (pyproject.toml).
+  echo "== Static checks (flake8, mypy)"
+  "$PYTHON" -m flake8
   "$PYTHON" -m mypy
   echo "== Python tests"
   "$PYTHON" -m pytest -q tests

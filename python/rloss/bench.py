@@ -104,7 +104,8 @@ class Native:
     def set_threads(self, n: int) -> None:
         self.lib.rb_set_threads(n)
 
-    def published(self, image: np.ndarray, prob: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
+    def published(self, image: np.ndarray,
+                  prob: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
         n, c, h, w = image.shape
         grad = self.output("published", prob)
         times = np.zeros(2)
@@ -113,7 +114,8 @@ class Native:
                                      times.ctypes.data)
         return loss, grad, times
 
-    def lattice(self, image: np.ndarray, prob: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    def lattice(self, image: np.ndarray,
+                prob: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         n, c, h, w = image.shape
         grad = self.output("lattice", prob)
         times = np.zeros(4)
@@ -315,7 +317,7 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
         pub_phases.append(native.published(image, prob)[2])
 
     methods: Dict[str, Callable[[], object]] = dict(layer=layer, lattice=lattice,
-                                                   published=published)
+                                                    published=published)
     if with_pydensecrf:
         methods["pydensecrf2"] = lambda: pydensecrf_batch(image, prob)
     if cfg.threads > 1:
@@ -503,8 +505,14 @@ def table(results: Sequence[Result]) -> List[str]:
     for r in results:
         c = r.config
         cell = {m: r.median(m) for m in METHODS}
-        fmt = lambda t: f"{1e3 * t:.1f}" if t is not None else "–"  # noqa: E731
-        ratio = lambda t: f"{t / cell['layer']:.1f}×" if t is not None else "–"  # noqa: E731
+
+        def fmt(t: Optional[float]) -> str:
+            return f"{1e3 * t:.1f}" if t is not None else "–"
+
+        def ratio(t: Optional[float]) -> str:
+            layer = cell["layer"]
+            return f"{t / layer:.1f}×" if t is not None and layer is not None else "–"
+
         lines.append(f"| {c.size}² | {c.classes} | {c.batch} | {c.threads} | "
                      f"{fmt(cell['layer'])} | {fmt(cell['lattice'])} | "
                      f"{fmt(cell['published'])} | {fmt(cell['pydensecrf2'])} | "

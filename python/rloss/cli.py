@@ -49,8 +49,8 @@ SECONDS = _checked(float, lambda v: v >= 0, "a number of seconds, 0 or more")
 
 
 def _add(sub, name: str, help_: str, example: str, func) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_, description=help_,
-                       epilog="example:\n" + textwrap.indent(textwrap.dedent(example).strip(), "  "),
+    epilog = "example:\n" + textwrap.indent(textwrap.dedent(example).strip(), "  ")
+    p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     if func is not None:
         p.set_defaults(func=func)
@@ -82,7 +82,8 @@ def cmd_prototxt(a: argparse.Namespace) -> None:
         path = Path(given) if given else (root / "list" / ("train.txt" if key == "train_list"
                                                            else "val.txt") if root else None)
         if path is None:
-            _die(f"give --{key.replace('_', '-')} (or --data-root with list/train.txt, list/val.txt)")
+            _die(f"give --{key.replace('_', '-')} "
+                 "(or --data-root with list/train.txt, list/val.txt)")
         if not path.is_file():
             _die(f"list file {path} does not exist; make one with `rloss lists`")
         over[key] = str(path.resolve())
@@ -122,7 +123,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 def _classes(a: argparse.Namespace, k: int) -> List[str]:
     from .data import VOC_CLASSES
     if getattr(a, "classes", None):
-        names = [l.strip() for l in Path(a.classes).read_text().splitlines() if l.strip()]
+        names = [line.strip() for line in Path(a.classes).read_text().splitlines()
+                 if line.strip()]
         if len(names) != k:
             _die(f"{a.classes} names {len(names)} classes; the net has {k}")
         return names
@@ -163,8 +165,8 @@ def cmd_eval(a: argparse.Namespace) -> None:
         results.append(scores)
         kept.append(keep)
         k = scores.confusion.shape[0]
-        confusion_figure(scores.confusion, scores.iou, _classes(a, k), out / f"{name}_confusion.png",
-                         title=name)
+        confusion_figure(scores.confusion, scores.iou, _classes(a, k),
+                         out / f"{name}_confusion.png", title=name)
         np.savetxt(out / f"{name}_confusion.csv", scores.confusion, fmt="%d", delimiter=",")
         if a.save_predictions:
             for p in keep:
@@ -276,7 +278,8 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
             row = [mask, s]
             if a.images:
                 img = next(Path(a.images).glob(m.stem + ".*"), None)
-                row = ([load_image(img)] if img else [np.full(mask.shape + (3,), 128, np.uint8)]) + row
+                grey = np.full(mask.shape + (3,), 128, np.uint8)
+                row = [load_image(img) if img else grey] + row
             preview.append(row)
     frac = labelled / max(total, 1)
     cols = (["image"] if a.images else []) + ["mask", "scribbles"]
@@ -291,7 +294,7 @@ def cmd_lists(a: argparse.Namespace) -> None:
 
     ids = None
     if a.ids:
-        ids = [l.split()[0] for l in Path(a.ids).read_text().splitlines() if l.strip()]
+        ids = [line.split()[0] for line in Path(a.ids).read_text().splitlines() if line.strip()]
     try:
         train, val = write_lists(Path(a.data), Path(a.out or Path(a.data) / "list"), a.labels,
                                  a.val_fraction, a.seed, a.val_labels, ids)
@@ -446,7 +449,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base-lr", type=NON_NEGATIVE, help="phase 1 (default 1e-3)")
     p.add_argument("--base-lr2", type=NON_NEGATIVE, help="phase 2 (default 1e-4)")
     p.add_argument("--max-iter", type=POSITIVE_INT, help="per phase (default 9000)")
-    p.add_argument("--stepsize", type=POSITIVE_INT, help="lr x 0.1 every STEPSIZE iterations (default 3000)")
+    p.add_argument("--stepsize", type=POSITIVE_INT,
+                   help="lr x 0.1 every STEPSIZE iterations (default 3000)")
     p.add_argument("--snapshot", type=COUNT, help="snapshot every N iterations (default 1000)")
 
     p = _add(sub, "train", "train phase 1 (pCE) and/or phase 2 (pCE + DenseCRF) with pycaffe", """
@@ -490,7 +494,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--net", help="test prototxt")
     p.add_argument("--weights", help="caffemodel")
     p.add_argument("--prob", help="K x H x W probabilities (.npy) instead of a model")
-    p.add_argument("--stride", type=POSITIVE_INT, default=8, help="the net's output stride (with --net)")
+    p.add_argument("--stride", type=POSITIVE_INT, default=8,
+                   help="the net's output stride (with --net)")
     p.add_argument("--mean", type=FINITE, nargs=3, metavar=("B", "G", "R"))
     p.add_argument("--bi-xy-std", type=POSITIVE)
     p.add_argument("--bi-rgb-std", type=POSITIVE)
@@ -541,9 +546,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--net", choices=["small", "deeplab_largeFOV"], help="default small")
         p.add_argument("--fraction", type=FRACTION, help="scribbled share of pixels (0.03)")
         p.add_argument("--seed", type=COUNT, help="scribbles and splits (0)")
-        p.add_argument("--max-side", type=POSITIVE_INT, help="resize images to this longer side (128)")
+        p.add_argument("--max-side", type=POSITIVE_INT,
+                       help="resize images to this longer side (128)")
         p.add_argument("--crop-size", type=POSITIVE_INT)
-        p.add_argument("--test-crop-size", type=POSITIVE_INT, help="at least the resized image size")
+        p.add_argument("--test-crop-size", type=POSITIVE_INT,
+                       help="at least the resized image size")
         p.add_argument("--batch-size", type=POSITIVE_INT)
         p.add_argument("--iters1", type=POSITIVE_INT, help="phase 1 iterations")
         p.add_argument("--iters2", type=POSITIVE_INT, help="phase 2 iterations")

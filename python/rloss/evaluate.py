@@ -76,7 +76,7 @@ def _with_list(net_path: Path, list_path: Optional[Path], data_root: Optional[Pa
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
-    data = [l for l in net.layer if l.type == "ImageSegData"]
+    data = [layer for layer in net.layer if layer.type == "ImageSegData"]
     if not data:
         raise ValueError(f"{net_path} has no ImageSegData layer to point at --list")
     for layer in data:

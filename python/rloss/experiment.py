@@ -220,9 +220,9 @@ def table(res: Dict) -> str:
     text += "\n"
     for reg in regs:
         g = res["gap_closed"][reg]
-        text += (f"{NAMES[reg][6:]} closes " + (f"**{100 * g:.0f} %** of the pCE → "
-                 "full-supervision gap.\n" if g is not None else
-                 "no gap: pCE is not below full supervision here.\n"))
+        text += f"{NAMES[reg][6:]} closes " + (
+            f"**{100 * g:.0f} %** of the pCE → full-supervision gap.\n" if g is not None
+            else "no gap: pCE is not below full supervision here.\n")
     return text
 
 
@@ -286,9 +286,9 @@ def report(res: Dict, out: Path, title: str, command: str, n_images: int = 6) ->
     image_grid(rows, ["image", "scribbles", "pCE"] + [NAMES[r] for r in regs]
                + ["full masks", "truth"], figs / "predictions.png", row_titles=names)
     _curves(out, res, figs / "loss_curves.png")
-    tune = "\n".join(f"| {n} | " + (_describe(res["candidates"][n]) if n in res["candidates"]
-                                     else "pCE alone") + f" | {100 * m:.1f} |"
-                     for n, m in res["tune"].items())
+    tune = "\n".join(
+        f"| {n} | {_describe(res['candidates'][n]) if n in res['candidates'] else 'pCE alone'}"
+        f" | {100 * m:.1f} |" for n, m in res["tune"].items())
     gradient = ""
     if "densecrf" in regs:
         c = res["candidates"][res["chosen"]["densecrf"]]

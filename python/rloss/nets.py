@@ -104,6 +104,7 @@ class Options:
                                      if k != "DENSECRF_LOSS_WEIGHT"},
                              densecrf_weight=_NUMERIC["DENSECRF_LOSS_WEIGHT"])
 
+
 _LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 _FROZEN = [dict(lr_mult=0, decay_mult=1), dict(lr_mult=0, decay_mult=0)]
 _HEAD = [dict(lr_mult=10, decay_mult=1), dict(lr_mult=20, decay_mult=0)]

@@ -159,8 +159,8 @@ def _axis(inner: np.ndarray) -> np.ndarray:
     t = props.orientation  # angle between the row axis and the major axis
     dy, dx = half * np.cos(t), half * np.sin(t)
     h, w = inner.shape
-    rr, cc = draw_line(int(np.clip(round(cy - dy), 0, h - 1)), int(np.clip(round(cx - dx), 0, w - 1)),
-                       int(np.clip(round(cy + dy), 0, h - 1)), int(np.clip(round(cx + dx), 0, w - 1)))
+    ends = np.clip(np.rint([cy - dy, cx - dx, cy + dy, cx + dx]), 0, [h - 1, w - 1, h - 1, w - 1])
+    rr, cc = draw_line(*(int(v) for v in ends))
     out = np.zeros_like(inner)
     out[rr, cc] = True
     return out & inner

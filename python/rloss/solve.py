@@ -176,8 +176,7 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
             it = solver.iter
             t0 = time.perf_counter()
             solver.step(1)
-            row: Row = {"phase": phase, "iter": it,
-                                      "lr": f"{learning_rate(sp, it):.6g}"}
+            row: Row = {"phase": phase, "iter": it, "lr": f"{learning_rate(sp, it):.6g}"}
             total = 0.0
             terms = {}
             for top, w in losses:

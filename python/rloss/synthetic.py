@@ -51,7 +51,8 @@ def _shape_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     for i in range(3):
         j = (i + 1) % 3
         side = (px[j] - px[i]) * (yy - py[i]) - (py[j] - py[i]) * (xx - px[i])
-        ref = (px[j] - px[i]) * (py[(i + 2) % 3] - py[i]) - (py[j] - py[i]) * (px[(i + 2) % 3] - px[i])
+        k = (i + 2) % 3
+        ref = (px[j] - px[i]) * (py[k] - py[i]) - (py[j] - py[i]) * (px[k] - px[i])
         inside &= side * ref > 0
     return inside
 
