@@ -19,6 +19,13 @@ if [ "$what" != python ]; then
   else
     echo "note: $RLOSS_SHARED/reference/densecrf_loss is absent: the C++ reference test will skip"
   fi
+  # Caffe's own linter (what its `make lint` runs), from the fetched source.
+  echo "== C++ lint (Caffe's scripts/cpp_lint.py)"
+  lint_ok=1
+  lint=$("$PYTHON" -W ignore::DeprecationWarning .caffe/scripts/cpp_lint.py \
+    $(find include/caffe src/caffe -name '*.hpp' -o -name '*.cpp' | sort) 2>&1) || lint_ok=0
+  grep -v '^Done processing' <<< "$lint" || true
+  [ "$lint_ok" = 1 ] || { echo "C++ lint errors above" >&2; exit 1; }
   testbin=$(find -L .caffe/build -name test.testbin -type f | head -1)
   [ -n "$testbin" ] || { echo "no test binary under .caffe/build" >&2; exit 1; }
   echo "== C++ tests ($testbin)"

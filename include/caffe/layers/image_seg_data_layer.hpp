@@ -1,10 +1,10 @@
 #ifndef CAFFE_IMAGE_SEG_DATA_LAYER_HPP_
 #define CAFFE_IMAGE_SEG_DATA_LAYER_HPP_
 
+#include <opencv2/core/core.hpp>
+
 #include <string>
 #include <vector>
-
-#include <opencv2/core/core.hpp>
 
 #include "caffe/blob.hpp"
 #include "caffe/layer.hpp"

@@ -1,9 +1,9 @@
 #ifndef CAFFE_UTIL_LABEL_IMAGE_HPP_
 #define CAFFE_UTIL_LABEL_IMAGE_HPP_
 
-#include <string>
-
 #include <opencv2/core/core.hpp>
+
+#include <string>
 
 namespace caffe {
 

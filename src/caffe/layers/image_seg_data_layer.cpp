@@ -1,16 +1,15 @@
+#include <opencv2/core/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc/imgproc.hpp>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
+#include <fstream>  // NOLINT(readability/streams)
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <opencv2/core/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc/imgproc.hpp>
 
 #include "caffe/layers/image_seg_data_layer.hpp"
 #include "caffe/util/label_image.hpp"
@@ -44,8 +43,9 @@ std::string ImageSegDataLayer<Dtype>::Where(const Sample& sample) const {
   return s.str();
 }
 
+// cpp_lint.py allows DataLayerSetUp only in the data layers Caffe ships.
 template <typename Dtype>
-void ImageSegDataLayer<Dtype>::DataLayerSetUp(
+void ImageSegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT
     const vector<Blob<Dtype>*>& bottom, const vector<Blob<Dtype>*>& top) {
   const ImageDataParameter& p = this->layer_param_.image_data_param();
   const TransformationParameter& t = this->layer_param_.transform_param();
@@ -91,7 +91,7 @@ void ImageSegDataLayer<Dtype>::DataLayerSetUp(
       } else {
         char* end = NULL;
         s.class_id = std::strtol(label.c_str(), &end, 10);
-        CHECK(*end == '\0') << "ImageSegData '" << name << "': " << source
+        CHECK_EQ(*end, '\0') << "ImageSegData '" << name << "': " << source
             << " line " << line << ": label_type IMAGE needs an integer "
             << "class, got '" << label << "'.";
       }

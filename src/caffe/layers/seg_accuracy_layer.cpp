@@ -1,4 +1,5 @@
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "caffe/layers/seg_accuracy_layer.hpp"

@@ -1,7 +1,8 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <fstream>  // NOLINT(readability/streams)
 #include <string>
 #include <vector>
 

@@ -1,13 +1,12 @@
+#include <opencv2/core/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <png.h>
 
 #include <cstdio>
-#include <fstream>
+#include <fstream>  // NOLINT(readability/streams)
 #include <set>
 #include <string>
 #include <vector>
-
-#include <opencv2/core/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 
 #include "gtest/gtest.h"
 
@@ -69,7 +68,7 @@ class ImageSegDataLayerTest : public MultiDeviceTest<TypeParam> {
     root_ += "/";
     // Five 6 x 8 images with PNG labels; list lines as the published lists
     // write them (relative), and one as DeepLab's (leading '/').
-    std::ofstream list((root_ + "list.txt").c_str());
+    std::ofstream list_file((root_ + "list.txt").c_str());
     for (int i = 0; i < kImages; ++i) {
       cv::Mat image(kH, kW, CV_8UC3), label(kH, kW, CV_8UC1);
       for (int y = 0; y < kH; ++y) {
@@ -83,8 +82,8 @@ class ImageSegDataLayerTest : public MultiDeviceTest<TypeParam> {
       const std::string name = "img" + std::to_string(i);
       cv::imwrite(root_ + name + ".png", image);
       cv::imwrite(root_ + name + "_label.png", label);
-      list << (i == 1 ? "/" : "") << name << ".png " << name
-           << "_label.png\n";
+      list_file << (i == 1 ? "/" : "") << name << ".png " << name
+                << "_label.png\n";
     }
     top_.push_back(&data_);
     top_.push_back(&label_);

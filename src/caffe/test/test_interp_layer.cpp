@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -38,8 +39,10 @@ class InterpLayerTest : public MultiDeviceTest<TypeParam> {
   // Bilinear sample, corners aligned, of bottom plane c at output (y, x).
   Dtype Expected(int c, int y, int x, int out_h, int out_w, int pad_beg,
                  int h_eff, int w_eff) {
-    const double sy = out_h > 1 ? double(h_eff - 1) / (out_h - 1) * y : 0;
-    const double sx = out_w > 1 ? double(w_eff - 1) / (out_w - 1) * x : 0;
+    const double sy =
+        out_h > 1 ? static_cast<double>(h_eff - 1) / (out_h - 1) * y : 0;
+    const double sx =
+        out_w > 1 ? static_cast<double>(w_eff - 1) / (out_w - 1) * x : 0;
     const int y0 = static_cast<int>(sy), x0 = static_cast<int>(sx);
     const int y1 = std::min(y0 + 1, h_eff - 1);
     const int x1 = std::min(x0 + 1, w_eff - 1);

@@ -185,7 +185,8 @@ TYPED_TEST(SizeLossLayerTest, TestBadInputDies) {
   const Dtype saved = this->prob_->cpu_data()[25];
   this->prob_->mutable_cpu_data()[25] = NAN;
   EXPECT_DEATH(this->Forward(LayerParameter(), this->bottom_),
-               "image 0, class 1 has size nan; the probabilities must be finite");
+               "image 0, class 1 has size nan; "
+               "the probabilities must be finite");
   this->prob_->mutable_cpu_data()[25] = saved;
   SizeLossLayer<Dtype> layer((LayerParameter()));
   layer.SetUp(bottom, this->top_vec_);

@@ -1,11 +1,10 @@
+#include <opencv2/imgcodecs.hpp>
 #include <png.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <opencv2/imgcodecs.hpp>
 
 #include "caffe/util/label_image.hpp"
 

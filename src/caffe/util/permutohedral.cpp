@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -28,6 +29,11 @@
 #define RLOSS_INLINE inline __attribute__((always_inline))
 #else
 #define RLOSS_INLINE inline
+#endif
+// GCC notes that a vector passed by value has another ABI without AVX; the
+// 8-lane helpers that do so are internal and inlined, so no call crosses it.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
 namespace caffe {
@@ -118,15 +124,21 @@ struct CellPacking {
 typedef float Float8 __attribute__((vector_size(32)));
 typedef int Int8 __attribute__((vector_size(32)));
 
+// memcpy is the portable unaligned vector load and store; caffe_copy would
+// tie the lattice to Caffe.
 inline Float8 Load8(const float* p) {
   Float8 v;
-  std::memcpy(&v, p, sizeof(v));
+  std::memcpy(&v, p, sizeof(v));  // NOLINT(caffe/alt_fn)
   return v;
 }
 
-inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
+inline void Store8(float* p, Float8 v) {
+  std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
+}
 
-inline void Store8(int* p, Int8 v) { std::memcpy(p, &v, sizeof(v)); }
+inline void Store8(int* p, Int8 v) {
+  std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
+}
 
 // Stores the first d1 <= 8 lanes of v at p: as one vector store where wide
 // (the lanes past d1 land on memory the caller overwrites next), else only
@@ -134,9 +146,9 @@ inline void Store8(int* p, Int8 v) { std::memcpy(p, &v, sizeof(v)); }
 template <typename T, typename V>
 RLOSS_INLINE void StoreRow(T* p, V v, int d1, bool wide) {
   if (wide) {
-    std::memcpy(p, &v, sizeof(v));
+    std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
   } else {
-    std::memcpy(p, &v, d1 * sizeof(T));
+    std::memcpy(p, &v, d1 * sizeof(T));  // NOLINT(caffe/alt_fn)
   }
 }
 
@@ -390,7 +402,7 @@ RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
         f[i] = Load8(padded);
       }
     }
-    Float8 elevated[d1];
+    Float8 elevated[kDim + 1];
     Float8 sum = fzero;
     for (int j = kDim; j > 0; --j) {
       const int i = j - 1;
@@ -402,7 +414,7 @@ RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
     // Nearest remainder-0 point: ceil(e / d1 - 1/2), ties down. Only the
     // residuals e - rem0 are kept in registers (there are too few for more).
     Int8 coord_sum = zero;
-    Float8 resid[d1];
+    Float8 resid[kDim + 1];
     for (int i = 0; i < d1; ++i) {
       const Float8 y = elevated[i] * down - 0.5f;
       Float8 r = __builtin_convertvector(__builtin_convertvector(y, Int8),
@@ -415,7 +427,7 @@ RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
     // rank_i counts the coordinates ahead of i: larger residuals, and equal
     // ones of lower index. rank_j starts at j, the count if every earlier
     // one were ahead of it; less (-1 where true) moves one back.
-    Int8 rank[d1];
+    Int8 rank[kDim + 1];
     for (int i = 0; i < d1; ++i) rank[i] = zero + i;
     for (int i = 0; i < kDim; ++i) {
       for (int j = i + 1; j < d1; ++j) {
@@ -449,7 +461,7 @@ RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
     // u_j is the v ranked dim - j: the v in ascending order. A sorting
     // network of min/max gives them (equal values are the same bits, so
     // the order among ties does not matter here).
-    Float8 u[d1];
+    Float8 u[kDim + 1];
     for (int i = 0; i < d1; ++i) u[i] = resid[i];
     SortAscending<d1>(u);
     Float8 w[8] = {};  // rows d1.. stay 0; their columns are not stored
@@ -990,8 +1002,8 @@ void PermutohedralLattice::Build(const FeatureSource& input, int dim,
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int c = 0; c < chunks; ++c) {
     builders_[c].Run(input, dim,
-        static_cast<long long>(num_points) * c / chunks,
-        static_cast<long long>(num_points) * (c + 1) / chunks,
+        static_cast<int64_t>(num_points) * c / chunks,
+        static_cast<int64_t>(num_points) * (c + 1) / chunks,
         vertex_.data(), weight_.data());
   }
   std::swap(vertices_, builders_[0].vertices);
@@ -1009,12 +1021,12 @@ void PermutohedralLattice::Build(const FeatureSource& input, int dim,
 #pragma omp parallel
     for (int c = 1; c < chunks; ++c) {
       const int* global = &builders_[c].global[0];
-      const long long first =
-          static_cast<long long>(num_points) * c / chunks * d1;
-      const long long last =
-          static_cast<long long>(num_points) * (c + 1) / chunks * d1;
+      const int64_t first =
+          static_cast<int64_t>(num_points) * c / chunks * d1;
+      const int64_t last =
+          static_cast<int64_t>(num_points) * (c + 1) / chunks * d1;
 #pragma omp for schedule(static)
-      for (long long i = first; i < last; ++i) {
+      for (int64_t i = first; i < last; ++i) {
         vertex_[i] = global[vertex_[i] - 1];
       }
     }
@@ -1084,9 +1096,9 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
     if (c > 0) std::fill(acc, acc + size, 0.0f);
     float* tile = &transposed_[static_cast<size_t>(ThreadId()) * kTile *
                                stride];
-    const int end = static_cast<int>(static_cast<long long>(n) * (c + 1) /
+    const int end = static_cast<int>(static_cast<int64_t>(n) * (c + 1) /
                                      chunks);
-    for (int p0 = static_cast<int>(static_cast<long long>(n) * c / chunks);
+    for (int p0 = static_cast<int>(static_cast<int64_t>(n) * c / chunks);
          p0 < end; p0 += kTile) {
       const int nt = std::min(kTile, end - p0);
       GatherTile(in + p0, n, vs, nt, n - p0,
@@ -1100,7 +1112,7 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
     const float* part = &partial_[0];
     float* acc = splat_.data();
 #pragma omp parallel for schedule(static) if (!Nested())
-    for (long long i = 0; i < static_cast<long long>(size); ++i) {
+    for (int64_t i = 0; i < static_cast<int64_t>(size); ++i) {
       float sum = acc[i];
       for (int c = 1; c < chunks; ++c) sum += part[(c - 1) * size + i];
       acc[i] = sum;
@@ -1132,8 +1144,8 @@ void PermutohedralLattice::Blur(bool transpose) {
           neighbour_.data() + 2 * static_cast<size_t>(axis) * m;
 #pragma omp for schedule(static)
       for (int t = 0; t < threads; ++t) {
-        BlurRows(src, neighbour, static_cast<long long>(m) * t / threads,
-                 static_cast<long long>(m) * (t + 1) / threads, stride_, dst);
+        BlurRows(src, neighbour, static_cast<int64_t>(m) * t / threads,
+                 static_cast<int64_t>(m) * (t + 1) / threads, stride_, dst);
       }
       src = dst;
     }
