@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run the C++ tests (our gtest cases in Caffe's test binary), then the static
-# checks and the Python tests (pytest) against the build that ./.caffe links
-# to. Argument: cpp, python or nothing for both.
+# Lint the C++ and run its tests (our gtest cases in Caffe's test binary), then
+# the Python static checks and tests (pytest), against the build that ./.caffe
+# links to. Argument: cpp, python or nothing for both.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
