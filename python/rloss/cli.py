@@ -26,12 +26,13 @@ def _checked(kind: Callable[[str], T], ok: Callable[[T], bool], what: str) -> Ca
     stops the command with a usage error before any work, not a traceback
     halfway through. The checks are written so that NaN fails them."""
     def parse(text: str) -> T:
+        refusal = argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         try:
             value = kind(text)
         except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+            raise refusal from None
+        if not ok(value):
+            raise refusal
         return value
     return parse
 

@@ -152,7 +152,9 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
         if progress:
             print(f"phase {phase}: already finished ({final.name})")
         return final
-    if weights is not None and not (resume and states) and not Path(weights).is_file():
+    restore = states[-1] if resume and states else None
+    # Checked before the solver is built: a bad list would abort that first.
+    if restore is None and weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
     if sp.solver_mode == sp.GPU:
         caffe.set_mode_gpu()
@@ -160,8 +162,8 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
         caffe.set_mode_cpu()
     solver = caffe.get_solver(str(solver_path))
     start = 0
-    if resume and states:
-        start, state = states[-1]
+    if restore is not None:
+        start, state = restore
         solver.restore(str(state))
     elif weights is not None:
         solver.net.copy_from(str(weights))
