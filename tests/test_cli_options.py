@@ -75,11 +75,14 @@ def test_a_refused_option_exits_before_any_work(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_grid_refuses_nan_and_inf():
+def test_grid_refuses_nan_and_inf(capsys):
     for entry in ("1,nan,2", "ncut:1,2,inf", "size:-1"):
         with pytest.raises(SystemExit) as e:
             cli._setup(cli.parser().parse_args(["demo", "--grid", entry]))
         assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--grid entry '{entry}': give WEIGHT,SIGMA_XY,SIGMA_RGB" in err
+        assert err.rstrip().endswith("all positive")
 
 
 def test_missing_and_misplaced_files_are_usage_errors(tmp_path):

@@ -242,9 +242,12 @@ def test_progress_bars_redraw_rarely_off_a_terminal(monkeypatch):
         assert b.mininterval == c.mininterval
 
 
-@pytest.mark.parametrize("kw", [dict(thickness=0), dict(strokes=0), dict(min_area=-1),
-                                dict(fraction=float("nan"))])
-def test_synthesize_refuses_bad_arguments(kw):
+@pytest.mark.parametrize("kw, message", [
+    (dict(thickness=0), "thickness 0, strokes 3, min_area 64: thickness and strokes must be"),
+    (dict(strokes=0), "thickness 3, strokes 0, min_area 64: thickness and strokes must be"),
+    (dict(min_area=-1), "min_area -1: .* min_area at least 0"),
+    (dict(fraction=float("nan")), r"fraction is nan; it must lie in \(0, 1\]")])
+def test_synthesize_refuses_bad_arguments(kw, message):
     # thickness 0 used to end in a ZeroDivisionError.
-    with pytest.raises(ValueError, match="must"):
+    with pytest.raises(ValueError, match=message):
         scribbles.synthesize(np.zeros((20, 20), np.uint8), **kw)
