@@ -65,15 +65,21 @@ void SegAccuracyLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
           << " at image " << n << ", pixel " << i << " is outside [0, "
           << classes_ << "); list it in ignore_label if it marks unlabeled "
           << "pixels.";
+      // A NaN never wins a comparison, so it would pass as a prediction.
       int best = 0;
       Dtype best_score = s[i];
+      bool nan = std::isnan(best_score);
       for (int k = 1; k < classes_; ++k) {
         const Dtype v = s[k * spatial + i];
+        nan |= std::isnan(v);
         if (v > best_score) {
           best_score = v;
           best = k;
         }
       }
+      CHECK(!nan) << "SegAccuracy layer '" << this->layer_param_.name()
+          << "': the scores of image " << n << ", pixel " << i << " hold nan;"
+          << " they must be numbers (a diverged net? lower the learning rate).";
       confusion_[truth * classes_ + best] += 1;
     }
   }

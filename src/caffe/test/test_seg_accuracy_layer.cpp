@@ -131,6 +131,19 @@ TEST_F(SegAccuracyLayerDeathTest, TestNonFiniteLabel) {
   EXPECT_DEATH(Run(), "label nan at image 0, pixel 1 is not a number");
 }
 
+TEST_F(SegAccuracyLayerDeathTest, TestNanScore) {
+  // Class 1's score at pixel 3: a NaN would otherwise count as class 0.
+  score_.mutable_cpu_data()[4 + 3] = NAN;
+  EXPECT_DEATH(Run(), "the scores of image 0, pixel 3 hold nan");
+}
+
+TEST_F(SegAccuracyLayerDeathTest, TestNanScoreAtIgnoredPixelIsSkipped) {
+  label_.mutable_cpu_data()[3] = 255;
+  score_.mutable_cpu_data()[3] = NAN;
+  Run();
+  EXPECT_NEAR(out_.cpu_data()[0], 1, 1e-6);
+}
+
 TEST_F(SegAccuracyLayerDeathTest, TestNoGradient) {
   LayerParameter param;
   SegAccuracyLayer<float> layer(param);
