@@ -60,6 +60,14 @@ void ImageSegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT
         << "ImageSegData '" << name << "': scale_factors must be positive; "
         << "got " << t.scale_factors(i) << ".";
   }
+  CHECK(std::isfinite(t.scale()) && t.scale() > 0) << "ImageSegData '"
+      << name << "': transform_param scale must be a positive number; got "
+      << t.scale() << ".";
+  for (int i = 0; i < t.mean_value_size(); ++i) {
+    CHECK(std::isfinite(t.mean_value(i))) << "ImageSegData '" << name
+        << "': mean_value " << i << " is " << t.mean_value(i)
+        << "; give the channel's mean intensity.";
+  }
   crop_height_ = t.has_crop_height() ? t.crop_height() : t.crop_size();
   crop_width_ = t.has_crop_width() ? t.crop_width() : t.crop_size();
   CHECK((crop_height_ == 0) == (crop_width_ == 0)) << "ImageSegData '"

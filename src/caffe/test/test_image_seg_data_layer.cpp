@@ -2,6 +2,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <png.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>  // NOLINT(readability/streams)
 #include <set>
@@ -339,9 +340,12 @@ class ImageSegDataLayerDeathTest : public ::testing::Test {
     top_.push_back(&data_);
     top_.push_back(&label_);
   }
-  void Run(const std::string& lines) {
+  void Run(const std::string& lines,
+           const TransformationParameter& transform =
+               TransformationParameter()) {
     std::ofstream((root_ + "list.txt").c_str()) << lines;
     LayerParameter param;
+    *param.mutable_transform_param() = transform;
     param.set_phase(TEST);
     param.mutable_image_data_param()->set_source(root_ + "list.txt");
     param.mutable_image_data_param()->set_root_folder(root_);
@@ -377,6 +381,22 @@ TEST_F(ImageSegDataLayerDeathTest, TestMissingList) {
 TEST_F(ImageSegDataLayerDeathTest, TestLabelSizeMismatch) {
   EXPECT_DEATH(Run("a.png small_label.png\n"),
                "label '.*small_label.png' is 4 x 3 but image");
+}
+
+TEST_F(ImageSegDataLayerDeathTest, TestBadScaleAndMean) {
+  // Either would turn every batch into zeros or NaN without a word.
+  TransformationParameter t;
+  t.set_scale(0);
+  EXPECT_DEATH(Run("a.png a_label.png\n", t),
+               "transform_param scale must be a positive number; got 0");
+  t.set_scale(NAN);
+  EXPECT_DEATH(Run("a.png a_label.png\n", t),
+               "transform_param scale must be a positive number; got nan");
+  t.set_scale(1);
+  t.add_mean_value(104);
+  t.add_mean_value(NAN);
+  t.add_mean_value(123);
+  EXPECT_DEATH(Run("a.png a_label.png\n", t), "mean_value 1 is nan");
 }
 
 }  // namespace caffe
