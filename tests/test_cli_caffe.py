@@ -196,8 +196,11 @@ def test_train_sh(caffe, dataset, tmp_path):
     (work / "exp" / "list").mkdir(parents=True)
     for f in ("train.txt", "val.txt"):
         (work / "exp" / "list" / f).write_text((dataset / "list" / f).read_text())
+    # sed's '&' and '#' in the data root are written as they are.
+    root = tmp_path / "R&D #1"
+    root.symlink_to(dataset)
     env = child_env()
-    env.update(NET_ID="small", EXP="exp", DATA_ROOT=f"{dataset}/", TRAIN_SET="train",
+    env.update(NET_ID="small", EXP="exp", DATA_ROOT=f"{root}/", TRAIN_SET="train",
                TEST_SET="val", NUM_LABELS="3", CROP_SIZE=str(CROP),
                TEST_CROP_SIZE=str(TEST_CROP), BATCH_SIZE="2", MAX_ITER="10",
                PATH=f"{REPO / '.caffe' / 'build' / 'tools'}:{REPO / 'bin'}:{os.environ['PATH']}")
@@ -232,7 +235,9 @@ def test_train_sh(caffe, dataset, tmp_path):
     for var, value, message in (("CROP_SIZE", "-321", "give a positive integer"),
                                 ("NUM_LABELS", "0", "give a positive integer"),
                                 ("DENSECRF_LOSS_WEIGHT", "nan", "give a positive number"),
-                                ("DENSECRF_LOSS_WEIGHT", "0e0", "give a positive number")):
+                                ("DENSECRF_LOSS_WEIGHT", "0e0", "give a positive number"),
+                                ("TRAIN_SET", 'tr"ain', "it goes into prototxt strings"),
+                                ("DATA_ROOT", f"{dataset}\\", "it goes into prototxt strings")):
         r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
                            env={**env, var: value}, capture_output=True, text=True)
         assert r.returncode == 1 and f"{var} is '{value}'; {message}" in r.stderr, r.stderr

@@ -31,6 +31,14 @@ TEST_CROP_SIZE=${TEST_CROP_SIZE:-513}
 BATCH_SIZE=${BATCH_SIZE:-}                # default: the release's for the net
 
 die() { echo "train.sh: $*" >&2; exit 1; }
+FILLED=(NET_ID EXP DATA_ROOT TRAIN_SET TEST_SET NUM_LABELS BATCH_SIZE CROP_SIZE TEST_CROP_SIZE
+        DENSECRF_LOSS_WEIGHT)
+for v in "${FILLED[@]}"; do
+  case ${!v} in *[\"\\]* | *$'\n'*)
+    die "$v is '${!v}'; it goes into prototxt strings, so it cannot hold '\"', '\\' or a newline" ;;
+  esac
+done
+FILLED+=(SOLVER_MODE)
 [ -d "$REPO/prototxt/$NET_ID" ] || die "unknown NET_ID '$NET_ID'; choose one of: $(ls "$REPO/prototxt" | tr '\n' ' ')"
 [ -d "$DATA_ROOT" ] || die "DATA_ROOT '$DATA_ROOT' is not a folder"
 for s in "$TRAIN_SET" "$TEST_SET"; do
@@ -54,12 +62,14 @@ CONFIG=$EXP/config/$NET_ID MODEL=$EXP/model/$NET_ID LOG=$EXP/log/$NET_ID
 mkdir -p "$CONFIG" "$MODEL" "$LOG"
 
 # fill SRC DEST: the release's sub.sed, then refuse any placeholder left over.
+# '&' and '#' are escaped for sed; the values' checks above keep out '"' and
+# '\', which would need escaping in the prototxts' quoted strings as well.
 fill() {
-  sed -e "s#\${NET_ID}#$NET_ID#g; s#\${EXP}#$EXP#g; s#\${DATA_ROOT}#$DATA_ROOT#g" \
-      -e "s#\${TRAIN_SET}#$TRAIN_SET#g; s#\${TEST_SET}#$TEST_SET#g; s#\${NUM_LABELS}#$NUM_LABELS#g" \
-      -e "s#\${BATCH_SIZE}#$BATCH_SIZE#g; s#\${CROP_SIZE}#$CROP_SIZE#g" \
-      -e "s#\${TEST_CROP_SIZE}#$TEST_CROP_SIZE#g; s#\${SOLVER_MODE}#$SOLVER_MODE#g" \
-      -e "s#\${DENSECRF_LOSS_WEIGHT}#$DENSECRF_LOSS_WEIGHT#g" "$1" > "$2"
+  local v script=
+  for v in "${FILLED[@]}"; do
+    script+="s#\${$v}#$(printf '%s' "${!v}" | sed 's/[&#]/\\&/g')#g;"
+  done
+  sed -e "$script" "$1" > "$2"
   [ -z "$MAX_ITER" ] || sed -i "s/^max_iter: .*/max_iter: $MAX_ITER/" "$2"
   if grep -q '\${' "$2"; then die "$2 still has $(grep -o '\${[A-Z_]*}' "$2" | sort -u | tr '\n' ' ')"; fi
 }
