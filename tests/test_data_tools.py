@@ -165,6 +165,37 @@ def test_synthesize_and_lists_cli(scenes, tmp_path):
     assert r.returncode == 2 and "no images in" in r.stderr
 
 
+def test_lists_refuse_what_imagesegdata_cannot_read(tmp_path):
+    for sub in ("JPEGImages", "lab"):
+        (tmp_path / sub).mkdir()
+    for name in ("a", "b c", "d"):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "JPEGImages" / f"{name}.jpg")
+        data.save_label(tmp_path / "lab" / f"{name}.png", np.zeros((4, 4), np.uint8))
+    out = tmp_path / "list"
+
+    def refused(*args: str) -> str:
+        r = rloss_cli("lists", "--data", tmp_path, "--labels", "lab", "--out", out, *args,
+                      check=False)
+        assert r.returncode == 2 and not out.exists(), r.stderr
+        return r.stderr.strip()
+
+    # A name with a space would split into two fields in ImageSegData.
+    assert refused() == (
+        "rloss: error: ImageSegData splits list lines at whitespace, so these names cannot be "
+        "listed: 'JPEGImages/b c.jpg lab/b c.png'; rename the files (or the label folder)")
+    (tmp_path / "ids.txt").write_text("a\nzzz\n")
+    assert refused("--ids", str(tmp_path / "ids.txt")) == (
+        f"rloss: error: 1 id(s) have no image in {tmp_path / 'JPEGImages'}: 'zzz'")
+    (tmp_path / "ids.txt").write_text("a\nd\n")
+    assert refused("--ids", str(tmp_path / "ids.txt"), "--val-labels", "masks",
+                   "--val-fraction", "0.5") == (
+        f"rloss: error: 1 id(s) have no label PNG in {tmp_path / 'masks'}: 'a'")
+    rloss_cli("lists", "--data", tmp_path, "--labels", "lab", "--out", out,
+              "--ids", tmp_path / "ids.txt", "--val-fraction", "0.5")
+    assert sorted(data.read_list(out / "train.txt") + data.read_list(out / "val.txt")) == [
+        ("JPEGImages/a.jpg", "lab/a.png"), ("JPEGImages/d.jpg", "lab/d.png")]
+
+
 LOG = """\
 I1121 10:00:00.1 1 solver.cpp:239] Iteration 0 (0 iter/s, 0.1s/10 iters), loss = 2.5
 I1121 10:00:00.1 1 solver.cpp:258]     Train net output #0: accuracy = 0.5

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -96,10 +96,22 @@ def resolve(root: Path, entry: str) -> Path:
     return Path(str(root) + "/" + entry.lstrip("/")) if str(root) else Path(entry)
 
 
+def _images(data: Path) -> Dict[str, str]:
+    """File names in ``data``/JPEGImages by id (file stem)."""
+    folder = data / "JPEGImages"
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def _some(names: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def find_ids(data: Path, labels: str) -> List[str]:
     """Ids that have both an image in JPEGImages/ and a label in ``labels``/."""
-    images = {p.stem: p for p in (data / "JPEGImages").iterdir()
-              if p.suffix.lower() in IMAGE_SUFFIXES} if (data / "JPEGImages").is_dir() else {}
+    images = _images(data)
     if not images:
         raise FileNotFoundError(f"no images in {data / 'JPEGImages'}")
     label_dir = data / labels
@@ -113,9 +125,25 @@ def find_ids(data: Path, labels: str) -> List[str]:
 
 
 def list_lines(data: Path, ids: Iterable[str], labels: str) -> List[str]:
-    """List lines relative to ``data`` (ImageSegData's root_folder)."""
-    suffix = {p.stem: p.name for p in (data / "JPEGImages").iterdir()}
-    return [f"JPEGImages/{suffix.get(i, i + '.jpg')} {labels}/{i}.png" for i in ids]
+    """List lines relative to ``data`` (ImageSegData's root_folder). Every
+    id must have its image and its label there, and no whitespace in them:
+    ImageSegData splits a line at whitespace."""
+    images = _images(data)
+    ids = list(ids)
+    no_image = [i for i in ids if i not in images]
+    if no_image:
+        raise FileNotFoundError(f"{len(no_image)} id(s) have no image in "
+                                f"{data / 'JPEGImages'}: {_some(no_image)}")
+    no_label = [i for i in ids if not (data / labels / f"{i}.png").is_file()]
+    if no_label:
+        raise FileNotFoundError(f"{len(no_label)} id(s) have no label PNG in "
+                                f"{data / labels}: {_some(no_label)}")
+    lines = [f"JPEGImages/{images[i]} {labels}/{i}.png" for i in ids]
+    spaced = [line for line in lines if len(line.split()) != 2]
+    if spaced:
+        raise ValueError(f"ImageSegData splits list lines at whitespace, so these names cannot "
+                         f"be listed: {_some(spaced)}; rename the files (or the label folder)")
+    return lines
 
 
 def split_ids(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
@@ -137,8 +165,9 @@ def write_lists(data: Path, out: Path, labels: str, val_fraction: float = 0.2,
     full masks while training reads scribbles."""
     ids = list(ids) if ids is not None else find_ids(data, labels)
     train, val = split_ids(ids, val_fraction, seed)
+    lines = list_lines(data, train, labels), list_lines(data, val, val_labels or labels)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "train.txt", out / "val.txt"
-    paths[0].write_text("".join(f"{s}\n" for s in list_lines(data, train, labels)))
-    paths[1].write_text("".join(f"{s}\n" for s in list_lines(data, val, val_labels or labels)))
+    for path, part in zip(paths, lines):
+        path.write_text("".join(f"{s}\n" for s in part))
     return paths
