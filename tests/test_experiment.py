@@ -18,15 +18,17 @@ def test_experiment_end_to_end(caffe, tmp_path):
                          test_fraction=0.25, tune_fraction=0.25,
                          grid=((1e-6, 20, 15), (3e-6, 10, 10)), ncut_grid=((1, 20, 10),),
                          size_grid=(10,), regularizers=("densecrf", "ncut", "size"))
-    out = tmp_path / "out"
+    out = tmp_path / "out dir"  # a space: the lists are relative to OUT/data
     res = experiment.run(src, out, s, log=lambda m: None)
     split = json.loads((out / "split.json").read_text())
     assert (len(split["train"]), len(split["tune"]), len(split["test"])) == (7, 2, 3)
     assert not set(split["test"]) & (set(split["train"]) | set(split["tune"]))
     assert 0.01 < split["labelled_fraction"] < 0.1
     # The training list of the scribble arms reads scribbles, the full arm masks.
-    assert "/scribbles/" in (out / "lists" / "train_scribbles.txt").read_text()
-    assert "/SegmentationClass/" in (out / "lists" / "train_full.txt").read_text()
+    for name, labels in (("train_scribbles", "scribbles"), ("train_full", "SegmentationClass")):
+        pairs = data.read_list(out / "lists" / f"{name}.txt")
+        assert [b for _, b in pairs] == [f"{labels}/{i}.png" for i in split["train"]]
+        assert all((out / "data" / a).is_file() for a, _ in pairs)
     assert set(res["tune"]) == {"pce", "densecrf_0", "densecrf_1", "ncut_0", "size_0"}
     # Size bounds come from the tuning masks and hold for each of them.
     c = res["candidates"]["size_0"]

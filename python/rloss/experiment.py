@@ -64,6 +64,7 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
     from .progress import bar
 
     ids = data.find_ids(src, "SegmentationClass")
+    data.list_lines(src, ids, "SegmentationClass")  # refuses names a list cannot hold, up front
     d = out / "data"
     for sub in ("JPEGImages", "SegmentationClass", "scribbles"):
         (d / sub).mkdir(parents=True, exist_ok=True)
@@ -95,9 +96,10 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
     lists = out / "lists"
     lists.mkdir(exist_ok=True)
 
+    # Relative to OUT/data (the nets' root_folder), so that OUT may hold spaces.
     def write(name: str, which: List[str], labels: str) -> None:
         (lists / f"{name}.txt").write_text("".join(
-            f"{d}/JPEGImages/{i}.jpg {d}/{labels}/{i}.png\n" for i in which))
+            f"{line}\n" for line in data.list_lines(d, which, labels)))
 
     write("train_scribbles", train, "scribbles")
     write("train_full", train, "SegmentationClass")
@@ -111,7 +113,7 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
 def _exp(out: Path, name: str, s: Setup, train_list: str, **opts) -> config.Experiment:
     o = nets.Options.published(
         s.net, num_labels=opts.pop("num_labels"), crop_size=s.crop_size,
-        test_crop_size=s.test_crop_size, batch_size=s.batch_size, data_root="",
+        test_crop_size=s.test_crop_size, batch_size=s.batch_size, data_root=f"{out / 'data'}/",
         train_list=str(out / "lists" / f"{train_list}.txt"),
         test_list=str(out / "lists" / "test.txt"), exp="rloss", **opts)
     sched = dataclasses.replace(nets.SCHEDULES[s.net], base_lr=s.base_lr, base_lr2=s.base_lr2,
