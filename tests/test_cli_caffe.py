@@ -193,21 +193,22 @@ def test_sigint_leaves_a_snapshot(caffe, dataset, tmp_path):
 
 def test_train_sh(caffe, dataset, tmp_path):
     work = tmp_path / "work"
-    (work / "exp" / "list").mkdir(parents=True)
+    exp = work / "my exp"  # spaces in EXP and in DATA_ROOT
+    (exp / "list").mkdir(parents=True)
     for f in ("train.txt", "val.txt"):
-        (work / "exp" / "list" / f).write_text((dataset / "list" / f).read_text())
+        (exp / "list" / f).write_text((dataset / "list" / f).read_text())
     # sed's '&' and '#' in the data root are written as they are.
     root = tmp_path / "R&D #1"
     root.symlink_to(dataset)
     env = child_env()
-    env.update(NET_ID="small", EXP="exp", DATA_ROOT=f"{root}/", TRAIN_SET="train",
+    env.update(NET_ID="small", EXP="my exp", DATA_ROOT=f"{root}/", TRAIN_SET="train",
                TEST_SET="val", NUM_LABELS="3", CROP_SIZE=str(CROP),
                TEST_CROP_SIZE=str(TEST_CROP), BATCH_SIZE="2", MAX_ITER="10",
                PATH=f"{REPO / '.caffe' / 'build' / 'tools'}:{REPO / 'bin'}:{os.environ['PATH']}")
     r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work, env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    model = work / "exp" / "model" / "small"
+    model = exp / "model" / "small"
     assert (model / "train_iter_10.caffemodel").is_file()
     assert (model / "trainwithdensecrfloss_iter_10.caffemodel").is_file()
     lines = [x for x in r.stdout.splitlines() if x.startswith("pixel accuracy")]
@@ -216,13 +217,13 @@ def test_train_sh(caffe, dataset, tmp_path):
     assert 0 < miou <= 1
     # The shell path's mIoU is the one `rloss eval` computes for that model.
     out = tmp_path / "eval"
-    rloss_cli("eval", "--net", work / "exp" / "config" / "small" / "test_val.prototxt",
+    rloss_cli("eval", "--net", exp / "config" / "small" / "test_val.prototxt",
               "--weights", model / "trainwithdensecrfloss_iter_10.caffemodel", "--names", "m",
               "--out", out, "-q", "--list", dataset / "list" / "val.txt",
               "--data-root", dataset)
     ours = float((out / "metrics.md").read_text().split("**mIoU** | **")[1].split("**")[0])
     assert ours == pytest.approx(100 * miou, abs=0.06)
-    log = work / "exp" / "log" / "small"
+    log = exp / "log" / "small"
     assert (log / "curves.png").is_file() and (log / "curves.csv").is_file()
     rows = list(csv.DictReader(open(log / "curves.csv")))
     assert {r["phase"] for r in rows} == {"1", "2"}
@@ -230,7 +231,7 @@ def test_train_sh(caffe, dataset, tmp_path):
     env["TEST_SET"] = "nope"
     r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work, env=env,
                        capture_output=True, text=True)
-    assert r.returncode == 1 and "no list exp/list/nope.txt" in r.stderr
+    assert r.returncode == 1 and "no list my exp/list/nope.txt" in r.stderr
     env["TEST_SET"] = "val"
     for var, value, message in (("CROP_SIZE", "-321", "give a positive integer"),
                                 ("NUM_LABELS", "0", "give a positive integer"),

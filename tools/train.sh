@@ -76,7 +76,7 @@ fill() {
 
 latest() {  # the highest-iteration caffemodel of a prefix
   ls "$1"_iter_*.caffemodel 2>/dev/null | sed 's/.*_iter_\([0-9]*\)\.caffemodel/\1 &/' \
-    | sort -n | tail -1 | cut -d' ' -f2
+    | sort -n | tail -1 | cut -d' ' -f2-
 }
 
 run_phase() {  # run_phase NET SOLVER WEIGHTS
