@@ -2,6 +2,7 @@
 and the Makefile source it from."""
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 
@@ -13,7 +14,7 @@ PRINT = 'printf "%s\\n" "$RLOSS_CAFFE" "$PATH"'
 
 
 def source(shell: str, cwd, path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([shell, "-c", f". {path} && {PRINT}"], cwd=cwd, capture_output=True,
+    return subprocess.run([shell, "-c", f". {shlex.quote(path)} && {PRINT}"], cwd=cwd, capture_output=True,
                           text=True, timeout=30)
 
 
