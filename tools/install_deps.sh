@@ -29,7 +29,7 @@ fi
 
 mkdir -p "$CACHE"
 stamp="$CACHE/pip-$( (cat "$REPO/requirements.txt"; "$PYTHON" -c 'import sys; print(sys.executable)') | sha256sum | cut -c1-12)"
-if [ -f "$stamp" ] && "$PYTHON" -c 'import numpy, google.protobuf, skimage, scipy, PIL, six, pytest, pydensecrf, matplotlib, tqdm' 2>/dev/null; then
+if [ -f "$stamp" ] && "$PYTHON" -c 'import numpy, google.protobuf, skimage, scipy, PIL, six, pytest, pydensecrf, matplotlib, tqdm, flake8, mypy' 2>/dev/null; then
   exit 0
 fi
 echo "[rloss deps] installing Python packages from requirements.txt"
