@@ -338,3 +338,8 @@ def test_visualize_gradient(caffe, dataset, trained, tmp_path):
     r = rloss_cli("visualize-gradient", "--image", dataset / name, "--prob",
                   tmp_path / "bad.npy", "--out", tmp_path / "x.png", check=False)
     assert r.returncode == 2 and "expected K x" in r.stderr
+    (tmp_path / "two.txt").write_text("background\nhorse\n")
+    r = rloss_cli("visualize-gradient", "--image", dataset / name, "--prob", tmp_path / "p.npy",
+                  "--classes", tmp_path / "two.txt", "--out", tmp_path / "x.png", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (  # glog above it
+        f"rloss: error: {tmp_path / 'two.txt'} names 2 classes; the scores have {len(prob)}")

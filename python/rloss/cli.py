@@ -127,7 +127,7 @@ def _classes(a: argparse.Namespace, k: int) -> List[str]:
         names = [line.strip() for line in Path(a.classes).read_text().splitlines()
                  if line.strip()]
         if len(names) != k:
-            _die(f"{a.classes} names {len(names)} classes; the net has {k}")
+            _die(f"{a.classes} names {len(names)} classes; the scores have {k}")
         return names
     return list(VOC_CLASSES) if k == 21 else [f"class {i}" for i in range(k)]
 
