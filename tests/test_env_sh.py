@@ -14,8 +14,8 @@ PRINT = 'printf "%s\\n" "$RLOSS_CAFFE" "$PATH"'
 
 
 def source(shell: str, cwd, path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([shell, "-c", f". {shlex.quote(path)} && {PRINT}"], cwd=cwd, capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run([shell, "-c", f". {shlex.quote(path)} && {PRINT}"], cwd=cwd,
+                          capture_output=True, text=True, timeout=30)
 
 
 def check(res: subprocess.CompletedProcess) -> None:

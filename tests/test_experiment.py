@@ -73,6 +73,16 @@ def test_experiment_cli_refuses_bad_input(tmp_path):
         r = rloss_cli("experiment", "--data", tmp_path, "--out", tmp_path / "o", "--grid", bad,
                       check=False)
         assert r.returncode == 2 and "WEIGHT,SIGMA_XY,SIGMA_RGB" in r.stderr, bad
+    # A name the lists cannot hold is refused before any data is prepared.
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "JPEGImages" / "a b.jpg")
+    data.save_label(tmp_path / "SegmentationClass" / "a b.png", np.zeros((8, 8), np.uint8))
+    r = rloss_cli("experiment", "--data", tmp_path, "--out", tmp_path / "o", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        "rloss: error: ImageSegData splits list lines at whitespace, so these names cannot be "
+        "listed: 'JPEGImages/a b.jpg SegmentationClass/a b.png'; rename the files (or the label "
+        "folder)")
+    assert not (tmp_path / "o" / "data").exists()
 
 
 def test_demo_cli_is_deterministic(caffe, tmp_path):
