@@ -23,7 +23,7 @@ if [ "$what" != python ]; then
   echo "== C++ lint (Caffe's scripts/cpp_lint.py)"
   lint_ok=1
   lint=$("$PYTHON" -W ignore::DeprecationWarning .caffe/scripts/cpp_lint.py \
-    $(find include/caffe src/caffe -name '*.hpp' -o -name '*.cpp' | sort) 2>&1) || lint_ok=0
+    $(find include/caffe src/caffe tools/bench -name '*.hpp' -o -name '*.cpp' | sort) 2>&1) || lint_ok=0
   grep -v '^Done processing' <<< "$lint" || true
   [ "$lint_ok" = 1 ] || { echo "C++ lint errors above" >&2; exit 1; }
   testbin=$(find -L .caffe/build -name test.testbin -type f | head -1)

@@ -32,6 +32,23 @@ void Roi(const float* image, int channels, int n, float* roi) {
   }
 }
 
+// As the layer does: images go to threads only when there are at least as
+// many as threads; otherwise a plain loop, so that the lattice's own regions
+// are not nested in an inactive one.
+template <typename F>
+void ForEachImage(int num, F one_image) {
+  int threads = 1;
+#ifdef _OPENMP
+  threads = omp_get_max_threads();
+#endif
+  if (num >= threads && threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < num; ++i) one_image(i);
+  } else {
+    for (int i = 0; i < num; ++i) one_image(i);
+  }
+}
+
 struct Lattices {
   std::vector<caffe::PermutohedralLattice> lattice;
   std::vector<std::vector<float> > roi;
@@ -40,7 +57,6 @@ struct Lattices {
 }  // namespace
 
 extern "C" {
-
 void rb_set_threads(int threads) {
 #ifdef _OPENMP
   omp_set_num_threads(threads);
@@ -93,13 +109,7 @@ double rb_lattice(void* handle, const float* image, int num, int channels,
     state->roi.resize(num);
   }
   std::vector<double> loss(num), t(4 * num, 0.0);
-  int threads = 1;
-#ifdef _OPENMP
-  threads = omp_get_max_threads();
-#endif
-  // As the layer does: a plain loop unless images go to threads, so that the
-  // lattice's own regions are not nested in an inactive one.
-  auto one_image = [&](int i) {
+  ForEachImage(num, [&](int i) {
     const float* img = image + static_cast<size_t>(i) * channels * n;
     caffe::PermutohedralLattice& lattice = state->lattice[i];
     std::vector<float>& roi = state->roi[i];
@@ -125,13 +135,7 @@ double rb_lattice(void* handle, const float* image, int num, int channels,
     t[4 * i + 2] = t3 - t2;
     t[4 * i + 3] = t4 - t3;
     vertices[i] = lattice.num_vertices();
-  };
-  if (num >= threads && threads > 1) {
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < num; ++i) one_image(i);
-  } else {
-    for (int i = 0; i < num; ++i) one_image(i);
-  }
+  });
   double total = 0;
   for (int j = 0; j < 4; ++j) times[j] = 0;
   for (int i = 0; i < num; ++i) {
@@ -150,5 +154,4 @@ double rb_lattices_bytes(void* handle) {
   }
   return bytes;
 }
-
 }  // extern "C"

@@ -1,8 +1,9 @@
 #include "published.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
+#include <vector>
 
 namespace rloss_bench {
 
@@ -17,18 +18,17 @@ double Now() {
 
 void PublishedLattice::Grow() {
   const int old_capacity = capacity_;
-  std::vector<short> old_keys;
+  std::vector<int16_t> old_keys;
   old_keys.swap(keys_);
   capacity_ = old_capacity * 2;
   keys_.assign(static_cast<size_t>(capacity_) * dim_, 0);
   table_.assign(capacity_, -1);
   for (int v = 0; v < num_vertices_; ++v) {
-    const short* key = &old_keys[static_cast<size_t>(v) * dim_];
-    std::memcpy(&keys_[static_cast<size_t>(v) * dim_], key,
-                dim_ * sizeof(short));
+    const int16_t* key = &old_keys[static_cast<size_t>(v) * dim_];
+    std::copy(key, key + dim_, &keys_[static_cast<size_t>(v) * dim_]);
   }
   for (int v = 0; v < num_vertices_; ++v) {
-    const short* key = &keys_[static_cast<size_t>(v) * dim_];
+    const int16_t* key = &keys_[static_cast<size_t>(v) * dim_];
     size_t h = 0;
     for (int i = 0; i < dim_; ++i) h = (h + key[i]) * 2531011;
     h %= capacity_;
@@ -37,7 +37,7 @@ void PublishedLattice::Grow() {
   }
 }
 
-int PublishedLattice::Find(const short* key, bool create) {
+int PublishedLattice::Find(const int16_t* key, bool create) {
   if (create && 2 * num_vertices_ >= capacity_) Grow();
   size_t h = 0;
   for (int i = 0; i < dim_; ++i) h = (h + key[i]) * 2531011;
@@ -46,12 +46,12 @@ int PublishedLattice::Find(const short* key, bool create) {
     const int v = table_[h];
     if (v == -1) {
       if (!create) return -1;
-      std::memcpy(&keys_[static_cast<size_t>(num_vertices_) * dim_], key,
-                  dim_ * sizeof(short));
+      std::copy(key, key + dim_,
+                &keys_[static_cast<size_t>(num_vertices_) * dim_]);
       table_[h] = num_vertices_;
       return num_vertices_++;
     }
-    const short* k = &keys_[static_cast<size_t>(v) * dim_];
+    const int16_t* k = &keys_[static_cast<size_t>(v) * dim_];
     bool same = true;
     for (int i = 0; i < dim_ && same; ++i) same = k[i] == key[i];
     if (same) return v;
@@ -73,7 +73,7 @@ void PublishedLattice::Init(const float* features, int dim, int num_points) {
 
   std::vector<float> scale(dim), elevated(d1), rem0(d1), bary(d1 + 1);
   std::vector<int> rank(d1);
-  std::vector<short> key(dim);
+  std::vector<int16_t> key(dim);
   // The canonical simplex: vertex r has r at the first d1 - r coordinates.
   std::vector<int> canonical(d1 * d1);
   for (int r = 0; r < d1; ++r) {
@@ -132,7 +132,7 @@ void PublishedLattice::Init(const float* features, int dim, int num_points) {
     bary[0] += 1.0f + bary[d1];
     for (int r = 0; r < d1; ++r) {
       for (int i = 0; i < dim; ++i) {
-        key[i] = static_cast<short>(rem0[i] + canonical[r * d1 + rank[i]]);
+        key[i] = static_cast<int16_t>(rem0[i] + canonical[r * d1 + rank[i]]);
       }
       offset_[static_cast<size_t>(p) * d1 + r] = Find(&key[0], true);
       barycentric_[static_cast<size_t>(p) * d1 + r] = bary[r];
@@ -142,10 +142,10 @@ void PublishedLattice::Init(const float* features, int dim, int num_points) {
   const int m = num_vertices_;
   blur_lo_.assign(static_cast<size_t>(d1) * m, 0);
   blur_hi_.assign(static_cast<size_t>(d1) * m, 0);
-  std::vector<short> n1(dim), n2(dim);
+  std::vector<int16_t> n1(dim), n2(dim);
   for (int j = 0; j < d1; ++j) {
     for (int v = 0; v < m; ++v) {
-      const short* k = &keys_[static_cast<size_t>(v) * dim];
+      const int16_t* k = &keys_[static_cast<size_t>(v) * dim];
       for (int i = 0; i < dim; ++i) {
         n1[i] = k[i] - 1;
         n2[i] = k[i] + 1;
@@ -165,8 +165,8 @@ void PublishedLattice::Compute(const float* in, int vs, float* out) const {
   // Row 0 stands for absent neighbours; vertex v lives in row v + 1.
   float* values = new float[static_cast<size_t>(m + 2) * vs];
   float* new_values = new float[static_cast<size_t>(m + 2) * vs];
-  std::memset(values, 0, sizeof(float) * (m + 2) * vs);
-  std::memset(new_values, 0, sizeof(float) * (m + 2) * vs);
+  std::fill(values, values + static_cast<size_t>(m + 2) * vs, 0.0f);
+  std::fill(new_values, new_values + static_cast<size_t>(m + 2) * vs, 0.0f);
   for (int p = 0; p < num_points_; ++p) {
     for (int r = 0; r < d1; ++r) {
       const size_t at = static_cast<size_t>(p) * d1 + r;

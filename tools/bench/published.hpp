@@ -7,6 +7,8 @@
 // image, then one value_size-1 filtering per class with its buffers
 // allocated per call. Nothing here is shipped in the layer.
 
+#include <stdint.h>
+
 #include <vector>
 
 namespace rloss_bench {
@@ -19,14 +21,14 @@ class PublishedLattice {
   int num_vertices() const { return num_vertices_; }
 
  private:
-  int Find(const short* key, bool create);
+  int Find(const int16_t* key, bool create);
   void Grow();
 
   int dim_ = 0, num_points_ = 0, num_vertices_ = 0;
   std::vector<int> offset_;           // num_points x (dim+1) vertex indices
   std::vector<float> barycentric_;    // num_points x (dim+1)
   std::vector<int> blur_lo_, blur_hi_;  // (dim+1) x num_vertices
-  std::vector<short> keys_;           // capacity x dim
+  std::vector<int16_t> keys_;         // capacity x dim
   std::vector<int> table_;            // capacity, -1 empty
   int capacity_ = 0;
 };
