@@ -238,7 +238,8 @@ def test_train_sh(caffe, dataset, tmp_path):
                                 ("DENSECRF_LOSS_WEIGHT", "nan", "give a positive number"),
                                 ("DENSECRF_LOSS_WEIGHT", "0e0", "give a positive number"),
                                 ("TRAIN_SET", 'tr"ain', "it goes into prototxt strings"),
-                                ("DATA_ROOT", f"{dataset}\\", "it goes into prototxt strings")):
+                                ("DATA_ROOT", f"{dataset}\\", "it goes into prototxt strings"),
+                                ("EXP", "my\nexp", "it goes into prototxt strings")):
         r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
                            env={**env, var: value}, capture_output=True, text=True)
         assert r.returncode == 1 and f"{var} is '{value}'; {message}" in r.stderr, r.stderr
