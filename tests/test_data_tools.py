@@ -282,3 +282,11 @@ def test_synthesize_refuses_bad_arguments(kw, message):
     # thickness 0 used to end in a ZeroDivisionError.
     with pytest.raises(ValueError, match=message):
         scribbles.synthesize(np.zeros((20, 20), np.uint8), **kw)
+
+
+def test_rasterize_refuses_a_stroke_thinner_than_a_pixel():
+    # It used to draw thickness 0 (or -2) as 1 px without a word.
+    line = [scribbles.Scribble("dog", [(1, 1), (8, 8)])]
+    assert (scribbles.rasterize(10, 10, line, {"dog": 12}, 1) == 12).sum() == 8
+    with pytest.raises(ValueError, match="a.xml: thickness 0; a stroke must be at least 1 px"):
+        scribbles.rasterize(10, 10, line, {"dog": 12}, 0, source="a.xml")

@@ -101,6 +101,8 @@ def rasterize(width: int, height: int, scribbles: Sequence[Scribble],
               source: str = "annotation") -> np.ndarray:
     """Draw each scribble as a polyline ``thickness`` px wide (later ones on
     top), points clipped to the image."""
+    if thickness < 1:
+        raise ValueError(f"{source}: thickness {thickness}; a stroke must be at least 1 px wide")
     out = np.full((height, width), IGNORE, np.uint8)
     unknown = sorted({s.tag for s in scribbles if s.tag not in classes})
     if unknown:
