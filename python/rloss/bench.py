@@ -481,9 +481,9 @@ def plot(results: Sequence[Result], path: Path) -> None:
     styles = {"layer": "o-", "lattice": "s--", "published": "^-", "pydensecrf2": "v-"}
     for ax, k in zip(axes, ks):
         for m in METHODS:
-            pts = sorted((r.config.size ** 2, 1e3 * r.seconds(m) / r.config.batch)
+            pts = sorted((r.config.size ** 2, 1e3 * t / r.config.batch)
                          for r in results if r.config.classes == k and r.config.batch == 1
-                         and r.config.threads == 1 and r.median(m) is not None)
+                         and r.config.threads == 1 and (t := r.median(m)) is not None)
             if pts:
                 ax.plot(*zip(*pts), styles[m], label=m)
         ax.set_xscale("log")
