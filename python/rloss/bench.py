@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -175,7 +175,7 @@ def roi(image: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- methods
-def layer_net(image: np.ndarray, prob: np.ndarray, scale: float = 1.0):
+def layer_net(image: np.ndarray, prob: np.ndarray, scale: float = 1.0) -> Any:
     """A net of two inputs, holding image and prob, and our DenseCRFLoss
     (loss weight 1)."""
     import caffe

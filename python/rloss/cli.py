@@ -11,7 +11,10 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable, List, NoReturn, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, NoReturn, Optional, Sequence, TypeVar
+
+if TYPE_CHECKING:  # imported where used: it pulls in Caffe
+    from .experiment import Setup
 
 T = TypeVar("T")
 
@@ -49,7 +52,9 @@ HOLDOUT = _checked(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 SECONDS = _checked(float, lambda v: v >= 0, "a number of seconds, 0 or more")
 
 
-def _add(sub, name: str, help_: str, example: str, func) -> argparse.ArgumentParser:
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str,
+         example: str, func: Optional[Callable[[argparse.Namespace], None]]
+         ) -> argparse.ArgumentParser:
     epilog = "example:\n" + textwrap.indent(textwrap.dedent(example).strip(), "  ")
     p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -334,7 +339,7 @@ def cmd_parse_log(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- experiment, demo
-def _setup(a: argparse.Namespace, **base):
+def _setup(a: argparse.Namespace, **base: Any) -> Setup:
     from .experiment import Setup
 
     s = Setup(**base)
@@ -364,7 +369,7 @@ def _setup(a: argparse.Namespace, **base):
     return s
 
 
-def _run_and_report(a: argparse.Namespace, src: Path, s, title: str) -> None:
+def _run_and_report(a: argparse.Namespace, src: Path, s: Setup, title: str) -> None:
     from .experiment import report, run, table
 
     out = Path(a.out)

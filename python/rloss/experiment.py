@@ -16,7 +16,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -110,7 +110,7 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
     return split
 
 
-def _exp(out: Path, name: str, s: Setup, train_list: str, **opts) -> config.Experiment:
+def _exp(out: Path, name: str, s: Setup, train_list: str, **opts: Any) -> config.Experiment:
     o = nets.Options.published(
         s.net, num_labels=opts.pop("num_labels"), crop_size=s.crop_size,
         test_crop_size=s.test_crop_size, batch_size=s.batch_size, data_root=f"{out / 'data'}/",
@@ -127,7 +127,7 @@ def _score(exp: config.Experiment, weights: Path, which: str, out: Path) -> Scor
     return scores
 
 
-def run(src: Path, out: Path, s: Setup, log=print) -> Dict:
+def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> Dict:
     """All arms; returns (and writes to OUT/results.json) the scores."""
     from .solve import train
 

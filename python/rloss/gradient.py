@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 import numpy as np
 
 
-def _net_from_proto(proto, phase):
+def _net_from_proto(proto: Any, phase: int) -> Any:
     """A caffe.Net from a NetParameter (through a temporary file, as pycaffe needs)."""
     import caffe
     fd, path = tempfile.mkstemp(suffix=".prototxt", prefix="rloss_")
@@ -52,7 +52,7 @@ def densecrf_layer(image: np.ndarray, prob: np.ndarray, bi_xy_std: float, bi_rgb
     return loss, net.blobs["prob"].diff[0].copy()
 
 
-def _parse_net(net_path: Path):
+def _parse_net(net_path: Path) -> Any:
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     return text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
@@ -67,7 +67,7 @@ def crop_of(net_path: Path) -> Tuple[int, int]:
     return 0, 0
 
 
-def deploy_from_test(net_path: Path, height: int, width: int):
+def deploy_from_test(net_path: Path, height: int, width: int) -> Any:
     """The test net with an Input layer of the given size in place of its
     data layer, and without the layers that need labels."""
     from caffe.proto import caffe_pb2

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import caffe
 from caffe import layers as L
@@ -62,6 +62,10 @@ STRIDES = {"deeplab_largeFOV": 8, "deeplab_msc_largeFOV": 8, "deeplab_vgg16": 8,
            "resnet-101": 8, "small": 4}
 
 Number = Union[int, float]
+#: A blob of a NetSpec (caffe.net_spec.Top); pycaffe ships no type hints.
+Top = Any
+#: A layer's ParamSpec entries (lr_mult, decay_mult, a shared name).
+Params = List[Dict[str, Any]]
 
 
 @dataclasses.dataclass
@@ -91,7 +95,7 @@ class Options:
     size_upper: Sequence[float] = ()
 
     @classmethod
-    def published(cls, net: str, **overrides) -> "Options":
+    def published(cls, net: str, **overrides: Any) -> "Options":
         """The release's values for ``net``; anything passed overrides them."""
         xy, rgb = SIGMAS[net]
         opts = cls(batch_size=BATCH_SIZES[net], bi_xy_std=xy, bi_rgb_std=rgb)
@@ -105,9 +109,9 @@ class Options:
                              densecrf_weight=_NUMERIC["DENSECRF_LOSS_WEIGHT"])
 
 
-_LEARN = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
-_FROZEN = [dict(lr_mult=0, decay_mult=1), dict(lr_mult=0, decay_mult=0)]
-_HEAD = [dict(lr_mult=10, decay_mult=1), dict(lr_mult=20, decay_mult=0)]
+_LEARN: Params = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+_FROZEN: Params = [dict(lr_mult=0, decay_mult=1), dict(lr_mult=0, decay_mult=0)]
+_HEAD: Params = [dict(lr_mult=10, decay_mult=1), dict(lr_mult=20, decay_mult=0)]
 _GAUSS = dict(weight_filler=dict(type="gaussian", std=0.01),
               bias_filler=dict(type="constant", value=0))
 
@@ -123,13 +127,13 @@ class _Builder:
         self.o = opts
         self.stride = STRIDES[net_id]
 
-    def __setitem__(self, name: str, top) -> None:
+    def __setitem__(self, name: str, top: Top) -> None:
         setattr(self.n, name, top)
 
-    def __getitem__(self, name: str):
+    def __getitem__(self, name: str) -> Top:
         return getattr(self.n, name)
 
-    def params(self, spec: list) -> dict:
+    def params(self, spec: Params) -> Dict[str, Params]:
         return dict(param=spec) if self.train else {}
 
     def data(self, data_dim: bool, scale_factors: Optional[List[float]] = None) -> None:
@@ -157,9 +161,10 @@ class _Builder:
         if len(tops) == 3:
             self["data_dim"] = tops[2]
 
-    def conv(self, name: str, bottom, num_output, kernel: int, pad: int = 0,
-             stride: int = 1, dilation: int = 1, param=None, filler: Optional[dict] = None,
-             relu: Optional[str] = None, bias: bool = True, top: Optional[str] = None):
+    def conv(self, name: str, bottom: Top, num_output: Number, kernel: int, pad: int = 0,
+             stride: int = 1, dilation: int = 1, param: Optional[Params] = None,
+             filler: Optional[dict] = None, relu: Optional[str] = None, bias: bool = True,
+             top: Optional[str] = None) -> Top:
         cp = dict(num_output=num_output, kernel_size=kernel)
         if pad:
             cp["pad"] = pad
@@ -179,35 +184,38 @@ class _Builder:
             self[relu] = L.ReLU(self[top or name], in_place=True)
         return self[top or name]
 
-    def dropout(self, name: str, bottom) -> None:
+    def dropout(self, name: str, bottom: Top) -> None:
         self[name] = L.Dropout(bottom, dropout_ratio=0.5, in_place=True)
 
-    def pool(self, name: str, bottom, kernel=3, stride=2, pad=1, ave=False):
+    def pool(self, name: str, bottom: Top, kernel: int = 3, stride: int = 2, pad: int = 1,
+             ave: bool = False) -> Top:
         self[name] = L.Pooling(bottom, pool=P.Pooling.AVE if ave else P.Pooling.MAX,
                                kernel_size=kernel, stride=stride, pad=pad)
         return self[name]
 
-    def interp(self, name: str, bottom, top: Optional[str] = None, **factors):
+    def interp(self, name: str, bottom: Top, top: Optional[str] = None,
+               **factors: int) -> Top:
         kw = {"name": name} if top else {}
         self[top or name] = L.Interp(bottom, interp_param=factors, **kw)
         return self[top or name]
 
-    def label_shrink(self, name: str = "label_shrink", factor: Optional[int] = None):
+    def label_shrink(self, name: str = "label_shrink", factor: Optional[int] = None) -> Top:
         factor = factor or self.stride
         return self.interp(name, self["label"], shrink_factor=factor, pad_beg=0, pad_end=0)
 
-    def pce(self, name: str, scores, labels, top: Optional[str] = None) -> None:
+    def pce(self, name: str, scores: Top, labels: Top, top: Optional[str] = None) -> None:
         kw = {"name": name} if top else {}
         self[top or name] = L.SoftmaxWithLoss(scores, labels, loss_param=dict(ignore_label=255),
                                               include=dict(phase=caffe.TRAIN), **kw)
 
-    def accuracy(self, name: str, scores, labels, reset: bool = True) -> None:
+    def accuracy(self, name: str, scores: Top, labels: Top, reset: bool = True) -> None:
         sp: Dict[str, object] = {"ignore_label": [255]}
         if not reset:
             sp["reset"] = False
         self[name] = L.SegAccuracy(scores, labels, seg_accuracy_param=sp)
 
-    def densecrf_loss(self, scores, interp_name: str, interp_top: str, softmax: str) -> None:
+    def densecrf_loss(self, scores: Top, interp_name: str, interp_top: str,
+                      softmax: str) -> None:
         """Phase 2's regularizer: the DenseCRF (or NCut) loss on the softmax
         of the zoomed scores, or the size loss on the softmax of the scores."""
         reg = self.o.regularizer
@@ -237,14 +245,14 @@ class _Builder:
             self["ncut_loss"] = L.NormalizedCutLoss(
                 self["data"], self[softmax], normalized_cut_loss_param=param, **kw)
 
-    def test_tail(self, scores) -> None:
+    def test_tail(self, scores: Top) -> None:
         """TEST: zoom the scores to the input, score them, silence the rest."""
         self.interp("fc8_interp", scores, zoom_factor=self.stride)
         self.accuracy("accuracy", self["fc8_interp"], self["label"], reset=False)
         self["silence"] = L.Silence(self["label"], self["fc8_interp"], self["data_dim"],
                                     include=dict(phase=caffe.TEST), ntop=0)
 
-    def finish(self, fc8) -> str:
+    def finish(self, fc8: Top) -> str:
         """LargeFOV's ending, shared by the small net: TEST scores the zoomed
         output; TRAIN adds pCE at label resolution, the phase-2 loss on the
         zoomed softmax, and the accuracy."""
@@ -270,7 +278,8 @@ def _placeholders(text: str) -> str:
     return text
 
 
-def _vgg_trunk(b: _Builder, bottom, param=None, pool5a: bool = True):
+def _vgg_trunk(b: _Builder, bottom: Top, param: Optional[Params] = None,
+               pool5a: bool = True) -> Top:
     """VGG16 with DeepLab's 3x3/2 pools, stride 8 and dilated conv5."""
     blocks = [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)]
     x = bottom
@@ -284,7 +293,8 @@ def _vgg_trunk(b: _Builder, bottom, param=None, pool5a: bool = True):
     return x
 
 
-def _largefov_head(b: _Builder, x, param=None, head_param=None):
+def _largefov_head(b: _Builder, x: Top, param: Optional[Params] = None,
+                   head_param: Optional[Params] = None) -> Top:
     x = b.conv("fc6", x, 1024, 3, pad=12, dilation=12, param=param, relu="relu6")
     b.dropout("drop6", x)
     x = b.conv("fc7", x, 1024, 1, param=param, relu="relu7")
@@ -381,12 +391,12 @@ _RESNET_STAGES = [
 ]
 
 
-def _resnet_trunk(b: _Builder, bottom, sfx: str):
+def _resnet_trunk(b: _Builder, bottom: Top, sfx: str) -> Top:
     """DeepLab-v2 ResNet-101 (dilated res4/res5, output stride 8). Layers of
     every scale share their parameters by name; blob names carry the scale."""
 
-    def conv_bn(name: str, bn: str, x, width, kernel, stride=1, pad=0, dilation=1,
-                relu: bool = True):
+    def conv_bn(name: str, bn: str, x: Top, width: int, kernel: int, stride: int = 1,
+                pad: int = 0, dilation: int = 1, relu: bool = True) -> Top:
         shared = [dict(name=f"{name}_0", lr_mult=1, decay_mult=1)]
         cp = dict(num_output=width, kernel_size=kernel, pad=pad, stride=stride,
                   bias_term=False)

@@ -35,7 +35,7 @@ def snapshots(prefix: Path, suffix: str = ".solverstate") -> List[Tuple[int, Pat
     return sorted(found)
 
 
-def learning_rate(solver, it: int) -> float:
+def learning_rate(solver: Any, it: int) -> float:
     """Caffe's lr schedule for the policies the generated solvers use."""
     p = solver.lr_policy
     if p == "fixed":

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from .data import IGNORE, colorize  # noqa: E402
 
 
-def _save(fig, png: Path, title: str = "") -> Path:
+def _save(fig: Figure, png: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -30,7 +31,7 @@ def read_csv(path: Path) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _series(rows: List[Dict[str, str]], key: str):
+def _series(rows: List[Dict[str, str]], key: str) -> Tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for r in rows:
         v = r.get(key, "")
