@@ -292,6 +292,24 @@ def test_scores_by_hand():
     assert s.mean_class_accuracy == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
     with pytest.raises(ValueError, match="outside 0..2"):
         confusion(pred, np.array([0, 1, 1, 1, 3, 2, 2]), 3)
+    # A predicted class past num_classes used to be clipped into the last class.
+    with pytest.raises(ValueError, match="predicted class 3 is outside 0..2; check --num-labels"):
+        confusion(np.array([0, 0, 1, 1, 2, 2, 3]), lab, 3)
+    assert confusion(np.array([0, 0, 1, 1, 7, 2, 0]), lab, 3).tolist() == c.tolist()  # ignored
+    with pytest.raises(ValueError, match="the prediction is 2x3 but its label is 3x2"):
+        confusion(np.zeros((2, 3)), np.zeros((3, 2)), 3)
+
+
+def test_evaluate_refuses_fewer_classes_than_the_scores():
+    from rloss.evaluate import Prediction, evaluate
+    prob = np.zeros((4, 2, 2), np.float32)
+    prob[3] = 1  # every pixel predicted as class 3
+    p = Prediction("img1", np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8), prob)
+    assert evaluate(iter([p]))[0].confusion[0].tolist() == [0, 0, 0, 4]
+    assert evaluate(iter([p]), 5)[0].confusion.shape == (5, 5)
+    with pytest.raises(ValueError, match="img1: the scores have 4 classes but --num-labels is 3; "
+                                         "give 4 or leave it out"):
+        evaluate(iter([p]), 3)
 
 
 def test_visualize_gradient(caffe, dataset, trained, tmp_path):

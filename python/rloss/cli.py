@@ -482,7 +482,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="a column name per model")
     p.add_argument("--list", help="evaluate this list instead of the test net's")
     p.add_argument("--data-root", help="root folder for --list")
-    p.add_argument("--num-labels", type=LABELS, help="default: the net's output channels")
+    p.add_argument("--num-labels", type=LABELS,
+                   help="default: the net's output channels (more is allowed, fewer is refused)")
     p.add_argument("--classes", help="file with one class name per line")
     p.add_argument("--out", default="eval", help="folder for the table, figures, predictions")
     p.add_argument("--save-predictions", action="store_true",

@@ -21,14 +21,22 @@ from .data import IGNORE
 def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int,
               ignore: int = IGNORE) -> np.ndarray:
     """num_classes x num_classes counts, rows = true class, columns = predicted."""
-    pred = np.asarray(pred).ravel().astype(np.int64)
-    label = np.asarray(label).ravel().astype(np.int64)
+    pred, label = np.asarray(pred), np.asarray(label)
+    if pred.shape != label.shape:
+        raise ValueError(f"the prediction is {'x'.join(map(str, pred.shape))} but its label "
+                         f"is {'x'.join(map(str, label.shape))}; they must be the same size")
+    pred = pred.ravel().astype(np.int64)
+    label = label.ravel().astype(np.int64)
     keep = label != ignore
     bad = keep & ((label < 0) | (label >= num_classes))
     if bad.any():
         raise ValueError(f"label {int(label[bad][0])} is outside 0..{num_classes - 1} and is "
                          f"not the ignore label {ignore}; check --num-labels")
-    idx = label[keep] * num_classes + np.clip(pred[keep], 0, num_classes - 1)
+    bad = keep & ((pred < 0) | (pred >= num_classes))
+    if bad.any():
+        raise ValueError(f"predicted class {int(pred[bad][0])} is outside "
+                         f"0..{num_classes - 1}; check --num-labels")
+    idx = label[keep] * num_classes + pred[keep]
     return np.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
@@ -145,6 +153,10 @@ def evaluate(predictions: Iterator[Prediction], num_classes: Optional[int] = Non
     kept = []
     for p in predictions:
         k = num_classes or p.prob.shape[0]
+        if k < p.prob.shape[0]:
+            # Classes past k would be scored as wrong or dropped: a silent wrong number.
+            raise ValueError(f"{p.name}: the scores have {p.prob.shape[0]} classes but "
+                             f"--num-labels is {k}; give {p.prob.shape[0]} or leave it out")
         if total is None:
             total = np.zeros((k, k), np.int64)
         total += confusion(p.prob.argmax(0), p.label, k)
