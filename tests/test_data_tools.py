@@ -3,6 +3,7 @@ synthetic scribbles, synthetic scenes and log parsing."""
 from __future__ import annotations
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -194,6 +195,12 @@ def test_lists_refuse_what_imagesegdata_cannot_read(tmp_path):
               "--ids", tmp_path / "ids.txt", "--val-fraction", "0.5")
     assert sorted(data.read_list(out / "train.txt") + data.read_list(out / "val.txt")) == [
         ("JPEGImages/a.jpg", "lab/a.png"), ("JPEGImages/d.jpg", "lab/d.png")]
+    # Two images for one id: which one trained would depend on the folder's order.
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "JPEGImages" / "d.png")
+    shutil.rmtree(out)
+    assert refused("--ids", str(tmp_path / "ids.txt")) == (
+        f"rloss: error: {tmp_path / 'JPEGImages'} has two images for one id: "
+        "'d.jpg and d.png'; keep one of each")
 
 
 LOG = """\

@@ -101,7 +101,16 @@ def _images(data: Path) -> Dict[str, str]:
     folder = data / "JPEGImages"
     if not folder.is_dir():
         return {}
-    return {p.stem: p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    found: Dict[str, List[str]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(p.stem, []).append(p.name)
+    # Otherwise the listing order would pick which one trains.
+    twice = [" and ".join(names) for names in found.values() if len(names) > 1]
+    if twice:
+        raise ValueError(f"{folder} has two images for one id: {_some(twice)}; "
+                         "keep one of each")
+    return {stem: names[0] for stem, names in found.items()}
 
 
 def _some(names: Sequence[str], n: int = 5) -> str:
