@@ -36,7 +36,9 @@ def snapshots(prefix: Path, suffix: str = ".solverstate") -> List[Tuple[int, Pat
 
 
 def learning_rate(solver: Any, it: int) -> float:
-    """Caffe's lr schedule for the policies the generated solvers use."""
+    """The rate Caffe's SGD solvers use at iteration ``it``, for every
+    lr_policy BVLC Caffe knows (the log's lr column; Caffe's own is only in
+    its glog output)."""
     p = solver.lr_policy
     if p == "fixed":
         return solver.base_lr
@@ -46,6 +48,10 @@ def learning_rate(solver: Any, it: int) -> float:
         return solver.base_lr * (1 - it / solver.max_iter) ** solver.power
     if p == "exp":
         return solver.base_lr * solver.gamma ** it
+    if p == "inv":
+        return solver.base_lr * (1 + solver.gamma * it) ** -solver.power
+    if p == "sigmoid":
+        return solver.base_lr / (1 + math.exp(-solver.gamma * (it - solver.stepsize)))
     if p == "multistep":
         return solver.base_lr * solver.gamma ** sum(it >= s for s in solver.stepvalue)
     return math.nan
