@@ -237,6 +237,10 @@ def test_parse_log(tmp_path):
     text = (tmp_path / "curves.csv").read_text().splitlines()
     assert text[0].startswith("phase,iter,loss")
     assert len(text) == 4 and (tmp_path / "curves.png").stat().st_size > 5000
+    # Resumed into the same log: iteration 0 logged again keeps its last values.
+    earlier = "".join(line.replace("= 0.", "= 0.0").replace("2.5", "9.5") + "\n"
+                      for line in LOG.splitlines()[:7])
+    assert logs.parse(earlier + LOG, phase="2") == rows
     (tmp_path / "empty.log").write_text("nothing here\n")
     r = rloss_cli("parse-log", tmp_path / "empty.log", "--out", tmp_path / "e", check=False)
     assert r.returncode == 2 and "no Caffe iteration" in r.stderr

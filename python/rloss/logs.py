@@ -5,6 +5,8 @@ rate and every "Train net output" (unweighted: the value before Caffe's
 "(* weight = ... loss)"); "Test net output" lines from a solver with a test
 net and "Batch i, name = v" lines from `caffe test` are kept as well. A top
 with several values (SegAccuracy's three) gets its values suffixed _0, _1, ...
+An iteration logged twice (a run resumed into the same log) keeps its last
+values.
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def parse(text: str, phase: str = "1") -> List[Dict[str, object]]:
         m = _ITER.search(line)
         if m:
             current = int(m.group(1))
+            # Outputs of an earlier run at this iteration would be numbered as more values.
+            pending.pop(("train", current), None)
             train.setdefault(current, {"phase": phase, "iter": current})["loss"] = \
                 float(m.group(2))
             continue
@@ -61,6 +65,7 @@ def parse(text: str, phase: str = "1") -> List[Dict[str, object]]:
         m = _TEST_AT.search(line)
         if m:
             test_iter = int(m.group(1))
+            pending.pop(("test", test_iter), None)
             continue
         m = _OUT.search(line)
         if m:
