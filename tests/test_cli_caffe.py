@@ -243,6 +243,11 @@ def test_train_sh(caffe, dataset, tmp_path):
         r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
                            env={**env, var: value}, capture_output=True, text=True)
         assert r.returncode == 1 and f"{var} is '{value}'; {message}" in r.stderr, r.stderr
+    r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
+                       env={**env, "CROP_SIZE": "40"}, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+        "train.sh: CROP_SIZE 40: small needs 4k+1 pixels (such as 37 or 41); at other sizes "
+        "its scores and labels differ in size and Caffe aborts")
 
 
 @pytest.fixture(scope="module")

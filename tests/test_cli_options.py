@@ -103,3 +103,22 @@ def test_missing_and_misplaced_files_are_usage_errors(tmp_path):
         r = rloss_cli(*argv, check=False)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("rloss: error: ") and message in r.stderr, r.stderr
+
+
+def test_prototxt_refuses_a_crop_the_net_cannot_take(tmp_path):
+    # It only printed a note; the nets it wrote then made Caffe abort at setup.
+    (tmp_path / "list").mkdir()
+    for name in ("train.txt", "val.txt"):
+        (tmp_path / "list" / name).write_text("")
+    for option, size, message in (
+            ("--crop-size", "320", "deeplab_largeFOV needs 8k+1 pixels (such as 313 or 321)"),
+            ("--test-crop-size", "512", "deeplab_largeFOV needs 8k+1 pixels (such as 505 or 513)")):
+        r = rloss_cli("prototxt", "--net", "deeplab_largeFOV", "--data-root", tmp_path,
+                      "--out", tmp_path / "exp", option, size, check=False)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+            f"rloss: error: {option} {size}: {message}; at other sizes its scores and labels "
+            "differ in size and Caffe aborts")
+        assert not (tmp_path / "exp").exists()
+    rloss_cli("prototxt", "--net", "small", "--data-root", tmp_path, "--out", tmp_path / "exp",
+              "--crop-size", "97", "--test-crop-size", "161")
+    assert (tmp_path / "exp" / "config" / "train.prototxt").is_file()

@@ -83,6 +83,13 @@ def test_experiment_cli_refuses_bad_input(tmp_path):
         "listed: 'JPEGImages/a b.jpg SegmentationClass/a b.png'; rename the files (or the label "
         "folder)")
     assert not (tmp_path / "o" / "data").exists()
+    # So is a crop the net cannot take (Caffe aborted once the data was prepared).
+    r = rloss_cli("experiment", "--data", tmp_path, "--out", tmp_path / "o",
+                  "--test-crop-size", 160, check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        "rloss: error: --test-crop-size 160: small needs 4k+1 pixels (such as 157 or 161); at "
+        "other sizes its scores and labels differ in size and Caffe aborts")
+    assert not (tmp_path / "o" / "data").exists()
 
 
 def test_demo_cli_is_deterministic(caffe, tmp_path):

@@ -55,6 +55,13 @@ command -v caffe > /dev/null || die "no caffe tool: run 'make' in $REPO"
 # The release's batch size for the net unless given.
 BATCH_SIZE=${BATCH_SIZE:-$(GLOG_minloglevel=2 python3 -c \
   "import sys, rloss.nets as n; print(n.BATCH_SIZES[sys.argv[1]])" "$NET_ID")}
+# Crops the net cannot take make Caffe abort when it sets the net up.
+GLOG_minloglevel=2 python3 -c "import sys, rloss.nets as n
+try:
+    n.check_crop(sys.argv[1], int(sys.argv[2]), 'CROP_SIZE')
+    n.check_crop(sys.argv[1], int(sys.argv[3]), 'TEST_CROP_SIZE')
+except ValueError as e:
+    sys.exit(f'train.sh: {e}')" "$NET_ID" "$CROP_SIZE" "$TEST_CROP_SIZE"
 if [ -n "$DEV_ID" ]; then SOLVER_MODE=GPU; GPU_ARG=(--gpu="$DEV_ID"); else SOLVER_MODE=CPU; GPU_ARG=(); fi
 export GLOG_logtostderr=1                # no glog files in /tmp; logs are tee'd below
 

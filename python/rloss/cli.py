@@ -93,10 +93,12 @@ def cmd_prototxt(a: argparse.Namespace) -> None:
         if not path.is_file():
             _die(f"list file {path} does not exist; make one with `rloss lists`")
         over[key] = str(path.resolve())
-    if over.get("crop_size", opts.crop_size) % nets.STRIDES[a.net] != 1:
-        print(f"note: crop size {over.get('crop_size', opts.crop_size)} is not "
-              f"{nets.STRIDES[a.net]}k+1: labels and scores will not align exactly",
-              file=sys.stderr)
+    try:
+        nets.check_crop(a.net, over.get("crop_size", opts.crop_size), "--crop-size")
+        nets.check_crop(a.net, over.get("test_crop_size", opts.test_crop_size),
+                        "--test-crop-size")
+    except ValueError as e:
+        _die(str(e))
     opts = nets.Options.published(a.net, **over)
     sched = nets.SCHEDULES[a.net]
     for k in ("base_lr", "base_lr2", "max_iter", "stepsize", "snapshot"):

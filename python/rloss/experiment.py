@@ -132,6 +132,8 @@ def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> D
     from .solve import train
 
     out = Path(out).resolve()
+    nets.check_crop(s.net, s.crop_size, "--crop-size")  # before minutes of preparing data
+    nets.check_crop(s.net, s.test_crop_size, "--test-crop-size")
     t0 = time.time()
     split = prepare(Path(src), out, s)
     k = 1 + max(int(m[m != data.IGNORE].max(initial=0)) for m in (

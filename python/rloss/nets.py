@@ -57,15 +57,29 @@ BATCH_SIZES = {"deeplab_largeFOV": 20, "deeplab_msc_largeFOV": 30,
 SIGMAS = {"deeplab_largeFOV": (100, 15), "deeplab_msc_largeFOV": (100, 15),
           "deeplab_vgg16": (100, 15), "resnet-101": (80, 13), "small": (100, 15)}
 #: Output stride: label_shrink and the zoom before the DenseCRF loss use it,
-#: so crops should be stride * k + 1.
+#: so crops must be stride * k + 1 (check_crop).
 STRIDES = {"deeplab_largeFOV": 8, "deeplab_msc_largeFOV": 8, "deeplab_vgg16": 8,
            "resnet-101": 8, "small": 4}
 
 Number = Union[int, float]
+
 #: A blob of a NetSpec (caffe.net_spec.Top); pycaffe ships no type hints.
 Top = Any
 #: A layer's ParamSpec entries (lr_mult, decay_mult, a shared name).
 Params = List[Dict[str, Any]]
+
+
+def check_crop(net: str, size: int, what: str = "crop size") -> None:
+    """Refuse a crop the net cannot take: its scores are 1/stride of the input
+    only at stride * k + 1 pixels; at any other size label_shrink (training)
+    or the zoomed scores (testing) differ in size from the labels, and Caffe
+    aborts when it sets the net up."""
+    stride = STRIDES[net]
+    if size % stride != 1:
+        below = (size - 1) // stride * stride + 1
+        raise ValueError(f"{what} {size}: {net} needs {stride}k+1 pixels (such as {below} or "
+                         f"{below + stride}); at other sizes its scores and labels differ in "
+                         "size and Caffe aborts")
 
 
 @dataclasses.dataclass
