@@ -14,6 +14,8 @@ def test_experiment_end_to_end(caffe, tmp_path):
     from rloss import experiment
     src = tmp_path / "src"
     synthetic.make_dataset(src, 12, size=(40, 52), jitter=4, seed=2)
+    for p in list((src / "JPEGImages").iterdir()):  # sidecars are not images
+        p.with_suffix(".xml").write_text("<annotation/>")
     s = experiment.Setup(crop_size=33, test_crop_size=65, batch_size=2, iters1=6, iters2=4,
                          test_fraction=0.25, tune_fraction=0.25,
                          grid=((1e-6, 20, 15), (3e-6, 10, 10)), ncut_grid=((1, 20, 10),),

@@ -96,7 +96,7 @@ def resolve(root: Path, entry: str) -> Path:
     return Path(str(root) + "/" + entry.lstrip("/")) if str(root) else Path(entry)
 
 
-def _images(data: Path) -> Dict[str, str]:
+def image_files(data: Path) -> Dict[str, str]:
     """File names in ``data``/JPEGImages by id (file stem)."""
     folder = data / "JPEGImages"
     if not folder.is_dir():
@@ -120,7 +120,7 @@ def _some(names: Sequence[str], n: int = 5) -> str:
 
 def find_ids(data: Path, labels: str) -> List[str]:
     """Ids that have both an image in JPEGImages/ and a label in ``labels``/."""
-    images = _images(data)
+    images = image_files(data)
     if not images:
         raise FileNotFoundError(f"no images in {data / 'JPEGImages'}")
     label_dir = data / labels
@@ -137,7 +137,7 @@ def list_lines(data: Path, ids: Iterable[str], labels: str) -> List[str]:
     """List lines relative to ``data`` (ImageSegData's root_folder). Every
     id must have its image and its label there, and no whitespace in them:
     ImageSegData splits a line at whitespace."""
-    images = _images(data)
+    images = image_files(data)
     ids = list(ids)
     no_image = [i for i in ids if i not in images]
     if no_image:

@@ -59,7 +59,7 @@ DEMO = dict(iters1=400, iters2=200, base_lr2=3e-4, grid=((3e-6, 30, 15), (5e-6, 
 
 def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
     """Resized images and masks, synthesized scribbles and the list files
-    (absolute paths) under ``out``; returns the id split."""
+    (relative to OUT/data) under ``out``; returns the id split."""
     from PIL import Image
     from .progress import bar
 
@@ -69,9 +69,9 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
     for sub in ("JPEGImages", "SegmentationClass", "scribbles"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     labelled = total = 0
-    suffix = {p.stem: p for p in (src / "JPEGImages").iterdir()}
+    images = data.image_files(src)
     for i in bar(ids, desc="data", unit="img"):
-        img = Image.open(suffix[i]).convert("RGB")
+        img = Image.open(src / "JPEGImages" / images[i]).convert("RGB")
         mask = data.load_label(src / "SegmentationClass" / f"{i}.png")
         if mask.shape != (img.height, img.width):
             raise ValueError(f"{i}: image {img.width}x{img.height} and mask "
