@@ -432,8 +432,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-list", help="list of 'image label' lines for training")
     p.add_argument("--test-list", help="list for the test net")
     p.add_argument("--num-labels", type=LABELS, help="classes, background included (default 21)")
-    p.add_argument("--crop-size", type=POSITIVE_INT, help="training crop (default 321)")
-    p.add_argument("--test-crop-size", type=POSITIVE_INT, help="test crop (default 513)")
+    p.add_argument("--crop-size", type=POSITIVE_INT,
+                   help="training crop, stride*k+1 pixels (default 321)")
+    p.add_argument("--test-crop-size", type=POSITIVE_INT,
+                   help="test crop, stride*k+1 pixels (default 513)")
     p.add_argument("--batch-size", type=POSITIVE_INT, help="default: the release's for the net")
     p.add_argument("--mean", type=FINITE, nargs=3, metavar=("B", "G", "R"),
                    help="mean subtracted from the image, BGR (default VOC's)")
@@ -557,9 +559,10 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=COUNT, help="scribbles and splits (0)")
         p.add_argument("--max-side", type=POSITIVE_INT,
                        help="resize images to this longer side (128)")
-        p.add_argument("--crop-size", type=POSITIVE_INT)
+        p.add_argument("--crop-size", type=POSITIVE_INT,
+                       help="4k+1 pixels for small (default 97), 8k+1 for deeplab_largeFOV")
         p.add_argument("--test-crop-size", type=POSITIVE_INT,
-                       help="at least the resized image size")
+                       help="at least the resized image size; 4k+1 or 8k+1 (default 161)")
         p.add_argument("--batch-size", type=POSITIVE_INT)
         p.add_argument("--iters1", type=POSITIVE_INT, help="phase 1 iterations")
         p.add_argument("--iters2", type=POSITIVE_INT, help="phase 2 iterations")
