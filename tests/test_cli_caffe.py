@@ -248,6 +248,15 @@ def test_train_sh(caffe, dataset, tmp_path):
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
         "train.sh: CROP_SIZE 40: small needs 4k+1 pixels (such as 37 or 41); at other sizes "
         "its scores and labels differ in size and Caffe aborts")
+    # BATCH_SIZE as given, else the release's for the net (small: 8).
+    config = exp / "config" / "small" / "trainwithdensecrfloss_train.prototxt"
+    assert "batch_size: 2\n" in config.read_text()
+    del env["BATCH_SIZE"]
+    r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
+                       env={**env, "RUN_TRAIN": "0", "RUN_TEST": "0", "MAX_ITER": "1"},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "batch_size: 8\n" in config.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -52,16 +52,16 @@ done
   || die "DENSECRF_LOSS_WEIGHT is '$DENSECRF_LOSS_WEIGHT'; give a positive number such as 1e-8"
 command -v caffe > /dev/null || source "$REPO/env.sh"
 command -v caffe > /dev/null || die "no caffe tool: run 'make' in $REPO"
-# The release's batch size for the net unless given.
-BATCH_SIZE=${BATCH_SIZE:-$(GLOG_minloglevel=2 python3 -c \
-  "import sys, rloss.nets as n; print(n.BATCH_SIZES[sys.argv[1]])" "$NET_ID")}
-# Crops the net cannot take make Caffe abort when it sets the net up.
-GLOG_minloglevel=2 python3 -c "import sys, rloss.nets as n
+# Refuse crops the net cannot take (Caffe would abort setting it up); the
+# release's batch size for the net unless given.
+BATCH_SIZE=$(GLOG_minloglevel=2 python3 -c "import sys, rloss.nets as n
+net, crop, test_crop, batch = sys.argv[1:]
 try:
-    n.check_crop(sys.argv[1], int(sys.argv[2]), 'CROP_SIZE')
-    n.check_crop(sys.argv[1], int(sys.argv[3]), 'TEST_CROP_SIZE')
+    n.check_crop(net, int(crop), 'CROP_SIZE')
+    n.check_crop(net, int(test_crop), 'TEST_CROP_SIZE')
 except ValueError as e:
-    sys.exit(f'train.sh: {e}')" "$NET_ID" "$CROP_SIZE" "$TEST_CROP_SIZE"
+    sys.exit(f'train.sh: {e}')
+print(batch or n.BATCH_SIZES[net])" "$NET_ID" "$CROP_SIZE" "$TEST_CROP_SIZE" "$BATCH_SIZE")
 if [ -n "$DEV_ID" ]; then SOLVER_MODE=GPU; GPU_ARG=(--gpu="$DEV_ID"); else SOLVER_MODE=CPU; GPU_ARG=(); fi
 export GLOG_logtostderr=1                # no glog files in /tmp; logs are tee'd below
 
