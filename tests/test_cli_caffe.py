@@ -248,6 +248,13 @@ def test_train_sh(caffe, dataset, tmp_path):
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
         "train.sh: CROP_SIZE 40: small needs 4k+1 pixels (such as 37 or 41); at other sizes "
         "its scores and labels differ in size and Caffe aborts")
+    # A test crop smaller than the test images: caffe test would score their centre.
+    r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
+                       env={**env, "TEST_CROP_SIZE": "41"}, capture_output=True, text=True)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and last.startswith("train.sh: 2 image(s) in my exp/list/val.txt are "
+                                                 "larger than the test net's 41x41 input"), last
+    assert last.endswith(": raise TEST_CROP_SIZE to 4k+1 at or above that"), last
     # BATCH_SIZE as given, else the release's for the net (small: 8).
     config = exp / "config" / "small" / "trainwithdensecrfloss_train.prototxt"
     assert "batch_size: 2\n" in config.read_text()
@@ -292,6 +299,44 @@ def test_eval_scores_match_seg_accuracy(caffe, dataset, trained, tmp_path):
         assert set(np.unique(pred)) <= {0, 1, 2}
     for f in ("predictions.png", "train_iter_20_confusion.png"):
         assert (out / f).stat().st_size > 5000
+
+
+def test_eval_refuses_images_larger_than_the_test_crop(caffe, dataset, trained, tmp_path):
+    """A test crop smaller than an image made eval score its centre alone,
+    as if it were the whole image."""
+    from rloss import data
+    small = make_exp(dataset, tmp_path / "e41", "--test-crop-size", 41)
+    weights = trained / "model" / "train_iter_20.caffemodel"
+    r = rloss_cli("eval", "--net", small / "config" / "test.prototxt", "--weights", weights,
+                  "--out", tmp_path / "o", "-q", check=False)
+    val = data.read_list(dataset / "list" / "val.txt")
+    sizes = {a: data.load_label(dataset / b).shape for a, b in val}
+    assert all(h > 41 or w > 41 for h, w in sizes.values())
+    first = val[0][0]
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: {len(val)} image(s) in {dataset / 'list' / 'val.txt'} are larger than the "
+        f"test net's 41x41 input, such as {first} ({sizes[first][1]}x{sizes[first][0]}): its "
+        "data layer would score only their centre; the list needs "
+        f"{max(w for _, w in sizes.values())}x{max(h for h, _ in sizes.values())}: generate the "
+        "test net with a --test-crop-size at least that (`rloss prototxt`)")
+    assert not (tmp_path / "o" / "metrics.md").exists()
+    # The same list fits the experiment's own test net (crop 65).
+    rloss_cli("eval", "--net", trained / "config" / "test.prototxt", "--weights", weights,
+              "--out", tmp_path / "o", "-q")
+
+
+def test_list_paths_join_as_imagesegdata_joins_them(tmp_path):
+    from rloss.data import check_fits, resolve
+    assert resolve("", "a/b.jpg") == Path("a/b.jpg")
+    assert resolve("", "/abs/b.jpg") == Path("/abs/b.jpg")
+    assert resolve("/r", "a.jpg") == resolve("/r/", "a.jpg") == resolve("/r/", "/a.jpg")
+    assert resolve("/r", "a.jpg") == Path("/r/a.jpg")
+    from PIL import Image
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.jpg")
+    (tmp_path / "l.txt").write_text(f"{tmp_path}/a.jpg x.png\n")
+    check_fits(tmp_path / "l.txt", "", 20, 30, "")
+    with pytest.raises(ValueError, match="such as .*a.jpg \\(30x20\\).* needs 30x21: fix"):
+        check_fits(tmp_path / "l.txt", "", 21, 29, "fix")
 
 
 def test_scores_by_hand():

@@ -94,6 +94,23 @@ def test_experiment_cli_refuses_bad_input(tmp_path):
     assert not (tmp_path / "o" / "data").exists()
 
 
+def test_experiment_refuses_held_out_images_larger_than_the_test_crop(tmp_path):
+    """The test net centre-crops a larger image, so the held-out scores would
+    cover part of each image; refused once the data is sized, before training."""
+    from conftest import rloss_cli
+    synthetic.make_dataset(tmp_path / "src", 6, size=(60, 80), jitter=0, seed=1)
+    r = rloss_cli("experiment", "--data", tmp_path / "src", "--out", tmp_path / "o",
+                  "--max-side", 72, "--test-crop-size", 65, check=False)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and last.startswith("rloss: error: 1 image(s) in "), r.stderr
+    assert last.endswith("/o/lists/tune.txt are larger than the test net's 65x65 input, such as "
+                         "JPEGImages/scene0005.jpg (72x54): its data layer would score only "
+                         "their centre; the list needs 72x65: raise --test-crop-size to 4k+1 at "
+                         "or above that, or lower --max-side"), last
+    assert (tmp_path / "o" / "lists" / "test.txt").is_file()
+    assert not (tmp_path / "o" / "runs").exists()
+
+
 def test_demo_cli_is_deterministic(caffe, tmp_path):
     """`rloss demo` makes the same scenes every time (seed 0 unless told) and
     writes its report; tiny settings keep it fast."""

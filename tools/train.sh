@@ -52,16 +52,20 @@ done
   || die "DENSECRF_LOSS_WEIGHT is '$DENSECRF_LOSS_WEIGHT'; give a positive number such as 1e-8"
 command -v caffe > /dev/null || source "$REPO/env.sh"
 command -v caffe > /dev/null || die "no caffe tool: run 'make' in $REPO"
-# Refuse crops the net cannot take (Caffe would abort setting it up); the
-# release's batch size for the net unless given.
-BATCH_SIZE=$(GLOG_minloglevel=2 python3 -c "import sys, rloss.nets as n
-net, crop, test_crop, batch = sys.argv[1:]
+# Refuse crops the net cannot take (Caffe would abort setting it up) and test
+# images larger than the test crop (caffe test would score only their centre),
+# before hours of training; the release's batch size for the net unless given.
+BATCH_SIZE=$(GLOG_minloglevel=2 python3 -c "import sys, rloss.data as d, rloss.nets as n
+net, crop, test_crop, batch, test_list, root = sys.argv[1:]
 try:
     n.check_crop(net, int(crop), 'CROP_SIZE')
     n.check_crop(net, int(test_crop), 'TEST_CROP_SIZE')
+    d.check_fits(test_list, root, int(test_crop), int(test_crop),
+                 f'raise TEST_CROP_SIZE to {n.STRIDES[net]}k+1 at or above that')
 except ValueError as e:
     sys.exit(f'train.sh: {e}')
-print(batch or n.BATCH_SIZES[net])" "$NET_ID" "$CROP_SIZE" "$TEST_CROP_SIZE" "$BATCH_SIZE")
+print(batch or n.BATCH_SIZES[net])" "$NET_ID" "$CROP_SIZE" "$TEST_CROP_SIZE" "$BATCH_SIZE" \
+  "$EXP/list/$TEST_SET.txt" "$DATA_ROOT")
 if [ -n "$DEV_ID" ]; then SOLVER_MODE=GPU; GPU_ARG=(--gpu="$DEV_ID"); else SOLVER_MODE=CPU; GPU_ARG=(); fi
 export GLOG_logtostderr=1                # no glog files in /tmp; logs are tee'd below
 

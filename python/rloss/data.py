@@ -91,9 +91,34 @@ def read_list(path: Path) -> List[Tuple[str, str]]:
     return pairs
 
 
-def resolve(root: Path, entry: str) -> Path:
-    """A list entry joined to the root folder the way ImageSegData joins it."""
-    return Path(str(root) + "/" + entry.lstrip("/")) if str(root) else Path(entry)
+def resolve(root: str, entry: str) -> Path:
+    """A list entry joined to root_folder the way ImageSegData joins them: as
+    given when the root is empty, otherwise with one slash between."""
+    if not root:
+        return Path(entry)
+    return Path(root.rstrip("/") + "/" + entry.lstrip("/"))
+
+
+def check_fits(list_path: Path, root: str, height: int, width: int, hint: str) -> None:
+    """Refuse a list whose images exceed a test net's input of height x width.
+    ImageSegData would centre-crop them and the scores would cover part of
+    each image while reading as whole-image numbers."""
+    over = []
+    for entry, _ in read_list(list_path):
+        try:
+            with Image.open(resolve(root, entry)) as im:
+                w, h = im.size
+        except OSError:
+            continue  # missing or unreadable: the data layer says which, by name
+        if h > height or w > width:
+            over.append((entry, w, h))
+    if over:
+        need_w = max(w for _, w, _ in over)
+        need_h = max(h for _, _, h in over)
+        raise ValueError(f"{len(over)} image(s) in {list_path} are larger than the test net's "
+                         f"{width}x{height} input, such as {over[0][0]} ({over[0][1]}x"
+                         f"{over[0][2]}): its data layer would score only their centre; the "
+                         f"list needs {max(need_w, width)}x{max(need_h, height)}: {hint}")
 
 
 def image_files(data: Path) -> Dict[str, str]:

@@ -98,15 +98,15 @@ def _with_list(net_path: Path, list_path: Optional[Path], data_root: Optional[Pa
     return Path(tmp)
 
 
-def list_of(net_path: Path) -> Tuple[Path, Path]:
-    """(list file, root folder) the test net's data layer reads."""
+def list_of(net_path: Path) -> Tuple[Path, str]:
+    """(list file, root_folder) the test net's data layer reads."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
     for layer in net.layer:
         if layer.type == "ImageSegData":
             p = layer.image_data_param
-            return Path(p.source), Path(p.root_folder)
+            return Path(p.source), p.root_folder
     raise ValueError(f"{net_path} has no ImageSegData layer")
 
 
@@ -115,17 +115,23 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
             mean_bgr: Sequence[float] = (104.008, 116.669, 122.675),
             progress: bool = True) -> Iterator[Prediction]:
     """Run a test net (ImageSegData + ``fc8_interp``) over its list, one image
-    at a time, cropped to data_dim."""
+    at a time, its scores cut to data_dim. Images larger than the net's crop
+    are refused up front: the data layer would score only their centre."""
     import caffe
     from .progress import bar
-    from .data import read_list
+    from .data import check_fits, read_list
+    from .gradient import crop_of
 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
     net_file = _with_list(Path(net_path), list_path, data_root)
     try:
-        src, _root = list_of(net_file)
+        src, root = list_of(net_file)
         names = [Path(img).stem for img, _ in read_list(src)]
+        height, width = crop_of(net_file)
+        if height and width:
+            check_fits(src, root, height, width, "generate the test net with a "
+                       "--test-crop-size at least that (`rloss prototxt`)")
         net = caffe.Net(str(net_file), str(weights), caffe.TEST)
     finally:
         if net_file != Path(net_path):

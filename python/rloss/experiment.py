@@ -136,6 +136,10 @@ def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> D
     nets.check_crop(s.net, s.test_crop_size, "--test-crop-size")
     t0 = time.time()
     split = prepare(Path(src), out, s)
+    for which in ("tune", "test"):  # before hours of training, not at the scoring
+        data.check_fits(out / "lists" / f"{which}.txt", f"{out / 'data'}/", s.test_crop_size,
+                        s.test_crop_size, f"raise --test-crop-size to {nets.STRIDES[s.net]}k+1 "
+                        "at or above that, or lower --max-side")
     k = 1 + max(int(m[m != data.IGNORE].max(initial=0)) for m in (
         data.load_label(out / "data" / "SegmentationClass" / f"{i}.png") for i in split["train"]))
     log(f"{len(split['train'])} training, {len(split['tune'])} tuning, {len(split['test'])} "
