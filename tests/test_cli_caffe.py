@@ -325,6 +325,36 @@ def test_eval_refuses_images_larger_than_the_test_crop(caffe, dataset, trained, 
               "--out", tmp_path / "o", "-q")
 
 
+def test_eval_reads_one_image_at_a_time_in_list_order(caffe, dataset, trained, tmp_path):
+    """A test net with batch_size 2 used to be scored on the first image of
+    each batch, under the next name in the list; shuffle mixed the names."""
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    from rloss import data, evaluate
+    test = trained / "config" / "test.prototxt"
+    net = text_format.Parse(test.read_text(), caffe_pb2.NetParameter())
+    for layer in net.layer:
+        if layer.type == "ImageSegData":
+            layer.image_data_param.batch_size = 2
+            layer.image_data_param.shuffle = True
+    (tmp_path / "test2.prototxt").write_text(text_format.MessageToString(net))
+    weights = trained / "model" / "train_iter_20.caffemodel"
+    lst = tmp_path / "three.txt"  # odd, so that a batch of two would wrap around
+    lst.write_text("".join(f"{a} {b}\n" for a, b in data.read_list(dataset / "list" / "train.txt")[:3]))
+    one, p1 = evaluate.evaluate(evaluate.predict(test, weights, lst, dataset, progress=False),
+                                keep=True)
+    two, p2 = evaluate.evaluate(evaluate.predict(tmp_path / "test2.prototxt", weights, lst,
+                                                 dataset, progress=False), keep=True)
+    assert [p.name for p in p2] == [p.name for p in p1] == [
+        Path(a).stem for a, _ in data.read_list(lst)]
+    assert len({p.label.shape for p in p1}) > 1  # three different images
+    for a, b in zip(p1, p2):
+        np.testing.assert_array_equal(a.label, b.label)
+        np.testing.assert_allclose(a.prob, b.prob, atol=1e-6)
+    assert two.confusion.tolist() == one.confusion.tolist()
+    assert one.confusion.sum() == sum(int((p.label != 255).sum()) for p in p1)
+
+
 def test_list_paths_join_as_imagesegdata_joins_them(tmp_path):
     from rloss.data import check_fits, resolve
     assert resolve("", "a/b.jpg") == Path("a/b.jpg")

@@ -77,21 +77,22 @@ class Prediction:
     prob: np.ndarray   # K x H x W
 
 
-def _with_list(net_path: Path, list_path: Optional[Path], data_root: Optional[Path]) -> Path:
-    """The test net with its data layer pointed at another list (a temp copy)."""
-    if list_path is None and data_root is None:
-        return net_path
+def _eval_net(net_path: Path, list_path: Optional[Path], data_root: Optional[Path]) -> Path:
+    """A temporary copy of the test net that reads one image at a time, in
+    list order (the names and data_dim go by that), from --list when given."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
     data = [layer for layer in net.layer if layer.type == "ImageSegData"]
     if not data:
-        raise ValueError(f"{net_path} has no ImageSegData layer to point at --list")
+        raise ValueError(f"{net_path} has no ImageSegData layer to read the list with")
     for layer in data:
+        p = layer.image_data_param
+        p.batch_size, p.shuffle = 1, False
         if list_path is not None:
-            layer.image_data_param.source = str(Path(list_path).resolve())
+            p.source = str(Path(list_path).resolve())
         if data_root is not None:
-            layer.image_data_param.root_folder = str(Path(data_root).resolve()) + "/"
+            p.root_folder = str(Path(data_root).resolve()) + "/"
     fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="rloss_eval_")
     with os.fdopen(fd, "w") as f:
         f.write(text_format.MessageToString(net))
@@ -115,7 +116,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
             mean_bgr: Sequence[float] = (104.008, 116.669, 122.675),
             progress: bool = True) -> Iterator[Prediction]:
     """Run a test net (ImageSegData + ``fc8_interp``) over its list, one image
-    at a time, its scores cut to data_dim. Images larger than the net's crop
+    at a time whatever its batch size, its scores cut to data_dim. Images larger than the net's crop
     are refused up front: the data layer would score only their centre."""
     import caffe
     from .progress import bar
@@ -124,7 +125,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
-    net_file = _with_list(Path(net_path), list_path, data_root)
+    net_file = _eval_net(Path(net_path), list_path, data_root)
     try:
         src, root = list_of(net_file)
         names = [Path(img).stem for img, _ in read_list(src)]
@@ -134,8 +135,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
                        "--test-crop-size at least that (`rloss prototxt`)")
         net = caffe.Net(str(net_file), str(weights), caffe.TEST)
     finally:
-        if net_file != Path(net_path):
-            net_file.unlink()
+        net_file.unlink()
     if scores_blob not in net.blobs:
         raise KeyError(f"{net_path} has no blob {scores_blob!r}; the test nets of "
                        "`rloss prototxt` end in fc8_interp")
