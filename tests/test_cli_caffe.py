@@ -436,8 +436,18 @@ def test_visualize_gradient(caffe, dataset, trained, tmp_path):
     # The CLI, from a model and from given probabilities.
     r = rloss_cli("visualize-gradient", "--image", dataset / name, "--exp", trained,
                   "--out", tmp_path / "g.png")
-    assert float(r.stdout.split()[1].rstrip(";")) < 0
+    assert float(r.stdout.split()[1].rstrip(";")) == pytest.approx(
+        gradient.densecrf_layer(img, prob, 100, 15)[0], rel=1e-5)
     assert (tmp_path / "g.png").stat().st_size > 20000
+    # The experiment's kernel, scale_factor included, unless told otherwise.
+    other = make_exp(dataset, tmp_path / "e", "--bi-xy-std", 30, "--bi-rgb-std", 10,
+                     "--scale-factor", 0.5)
+    weights = trained / "model" / "train_iter_20.caffemodel"
+    for extra, sf in (((), 0.5), (("--scale-factor", 1), 1.0)):
+        r = rloss_cli("visualize-gradient", "--image", dataset / name, "--exp", other,
+                      "--weights", weights, "--out", tmp_path / "g.png", *extra)
+        assert float(r.stdout.split()[1].rstrip(";")) == pytest.approx(
+            gradient.densecrf_layer(img, prob, 30, 10, sf)[0], rel=1e-5), extra
     np.save(tmp_path / "p.npy", prob)
     r = rloss_cli("visualize-gradient", "--image", dataset / name, "--prob", tmp_path / "p.npy",
                   "--bi-xy-std", 30, "--bi-rgb-std", 10, "--out", tmp_path / "h.png")

@@ -210,13 +210,14 @@ def cmd_gradient(a: argparse.Namespace) -> None:
         mean = mean or meta["options"]["mean"]
         xy = xy or meta["options"]["bi_xy_std"]
         srgb = srgb or meta["options"]["bi_rgb_std"]
+        sf = sf or meta["options"].get("scale_factor", 1.0)
         a.net = a.net or str(exp.file("test"))
         a.weights = a.weights or str(final_weights(exp, 1))
         stride = meta["stride"]
     else:
         stride = a.stride
     mean = mean or (104.008, 116.669, 122.675)
-    xy, srgb = xy or 100.0, srgb or 15.0
+    xy, srgb, sf = xy or 100.0, srgb or 15.0, sf or 1.0
     if a.prob:
         prob = np.load(a.prob).astype(np.float32)
         if prob.ndim != 3 or prob.shape[1:] != rgb.shape[:2]:
@@ -230,7 +231,8 @@ def cmd_gradient(a: argparse.Namespace) -> None:
     loss, grad = densecrf_layer(to_net_input(rgb, mean), prob, xy, srgb, sf)
     k = prob.shape[0]
     png = gradient_grid(rgb, prob, grad, Path(a.out), _classes(a, k),
-                        title=f"DenseCRF loss {loss:.4g} (σxy {xy:g}, σrgb {srgb:g})")
+                        title=f"DenseCRF loss {loss:.4g} (σxy {xy:g}, σrgb {srgb:g}"
+                        + (f", scale_factor {sf:g})" if sf != 1 else ")"))
     print(f"loss {loss:.6g}; wrote {png}")
 
 
@@ -510,7 +512,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", type=FINITE, nargs=3, metavar=("B", "G", "R"))
     p.add_argument("--bi-xy-std", type=POSITIVE)
     p.add_argument("--bi-rgb-std", type=POSITIVE)
-    p.add_argument("--scale-factor", type=FRACTION, default=1.0)
+    p.add_argument("--scale-factor", type=FRACTION, help="default: the experiment's, or 1")
     p.add_argument("--classes", help="file with one class name per line")
     p.add_argument("--out", default="gradient.png")
 
