@@ -134,6 +134,40 @@ def test_train_both_phases(caffe, dataset, tmp_path):
     assert not np.array_equal(fresh.params["conv1_1"][0].data, a.params["conv1_1"][0].data)
 
 
+def test_train_log_is_caffes_loss_with_iter_size(caffe, caffe_bin, dataset, tmp_path):
+    """With iter_size 3 a step runs three forward passes; Caffe's loss is their
+    mean, and the log used to hold the last pass's alone."""
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    from rloss import logs
+    exp = make_exp(dataset, tmp_path / "e", "--max-iter", 4)
+    solver = exp / "config" / "solver.prototxt"
+    solver.write_text(solver.read_text() + "iter_size: 3\n")
+    rloss_cli("train", "--exp", exp, "--phase", "1", "-q")
+    ours = {int(r["iter"]): r for r in read_rows(exp)}
+    sp = text_format.Parse((exp / "log" / "solver_phase1.prototxt").read_text(),
+                           caffe_pb2.SolverParameter())
+    assert sp.iter_size == 3 and sp.max_iter == 4
+    sp.display, sp.snapshot_prefix = 1, str(tmp_path / "tool")
+    (tmp_path / "solver.prototxt").write_text(text_format.MessageToString(sp))
+    r = subprocess.run([str(caffe_bin), "train", f"--solver={tmp_path / 'solver.prototxt'}"],
+                       capture_output=True, text=True, env=child_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    caffes = {row["iter"]: row for row in logs.parse(r.stderr)}
+    assert sorted(ours) == [0, 1, 2, 3] and set(ours) < set(caffes)  # Caffe adds a last forward
+    for it in ours:
+        assert float(ours[it]["loss"]) == pytest.approx(caffes[it]["loss"], rel=1e-4), it
+    # A solver that does not parse is named, without a traceback.
+    solver.write_text(solver.read_text() + "iter_size: 2\n")
+    r = rloss_cli("train", "--exp", exp, "--phase", "1", "-q", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        f"rloss: error: {solver}: "), r.stderr
+    assert 'should not have multiple "iter_size" fields' in r.stderr
+    # Caffe's per-output lines are the last pass's: the mean is not one of them.
+    assert any(float(ours[it]["softmax_loss"]) != pytest.approx(caffes[it]["softmax_loss"],
+                                                                rel=1e-4) for it in ours)
+
+
 def test_interrupt_then_resume(caffe, dataset, tmp_path, monkeypatch):
     """Ctrl-C between iterations snapshots; --resume continues from there and
     the log has each iteration once."""

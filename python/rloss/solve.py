@@ -75,6 +75,51 @@ def logged_tops(net_path: Path) -> Tuple[List[Tuple[str, float]], List[str]]:
     return losses, accs
 
 
+class PassMeans:
+    """Each watched top's mean over the forward passes of one solver step.
+
+    With iter_size > 1 a step runs several forward passes and the blobs keep
+    only the last, while Caffe's loss is the mean over all of them; so the
+    values are taken as each producing layer finishes its forward.
+    """
+
+    def __init__(self, net: Any, tops: List[str]):
+        import weakref
+        import numpy as np
+
+        self.sums: Dict[str, Any] = {}
+        self.passes: Dict[str, int] = {}
+        watch: Dict[int, List[Tuple[str, Any]]] = {}
+        found = set()
+        for i, layer in enumerate(net._layer_names):
+            for top in net.top_names[layer]:
+                if top in tops and top not in found:  # its producer, not an in-place user
+                    found.add(top)
+                    watch.setdefault(i, []).append((top, net.blobs[top]))
+        missing = set(tops) - found
+        if missing:
+            raise KeyError(f"the train net has no top {sorted(missing)[0]!r}")
+        # The net keeps its callbacks for good: hold this object weakly, so
+        # that it does not outlive its phase.
+        ref = weakref.ref(self)
+
+        def after_forward(layer: int) -> None:
+            me = ref()
+            if me is not None and layer in watch:
+                for top, blob in watch[layer]:
+                    v = np.array(blob.data, np.float64).ravel()
+                    me.sums[top] = me.sums[top] + v if top in me.sums else v
+                    me.passes[top] = me.passes.get(top, 0) + 1
+
+        net.after_forward(after_forward)
+
+    def take(self) -> Dict[str, Any]:
+        """The means since the last take (float64 vectors), then start over."""
+        out = {t: v / self.passes[t] for t, v in self.sums.items()}
+        self.sums, self.passes = {}, {}
+        return out
+
+
 # A train.csv row: numbers as added, strings as read back.
 Row = Dict[str, Union[str, float]]
 
@@ -121,7 +166,10 @@ def _effective_solver(exp: Experiment, phase: int, max_iter: Optional[int],
     src = exp.solver(phase)
     if not src.is_file():
         raise FileNotFoundError(f"{src} is missing; run `rloss prototxt --out {exp.root}` first")
-    s = text_format.Parse(src.read_text(), caffe_pb2.SolverParameter())
+    try:
+        s = text_format.Parse(src.read_text(), caffe_pb2.SolverParameter())
+    except text_format.ParseError as e:
+        raise ValueError(f"{src}: {e}") from None
     if max_iter is not None:
         if max_iter <= 0:
             raise ValueError(f"--max-iter is {max_iter}; it must be positive")
@@ -174,11 +222,11 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
     elif weights is not None:
         solver.net.copy_from(str(weights))
     losses, accs = logged_tops(exp.train_net(phase))
+    means = PassMeans(solver.net, [t for t, _ in losses] + accs)
     log = log or CsvLog(exp.log / "train.csv")
     log.drop_after(phase, start)
     bar = progress_bar(total=sp.max_iter, initial=start, desc=f"phase {phase}", unit="it",
                        disable=not progress, dynamic_ncols=True)
-    net = solver.net
     try:
         while solver.iter < sp.max_iter:
             it = solver.iter
@@ -187,15 +235,15 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
             row: Row = {"phase": phase, "iter": it, "lr": f"{learning_rate(sp, it):.6g}"}
             total = 0.0
             terms = {}
+            seen = means.take()
             for top, w in losses:
-                v = float(net.blobs[top].data.ravel()[0])
+                v = float(seen[top][0])
                 terms[top] = v
                 total += w * v
             row["loss"] = f"{total:.6g}"
             row.update({k: f"{v:.6g}" for k, v in terms.items()})
             for top in accs:
-                vals = net.blobs[top].data.ravel()
-                for name, v in zip(ACCURACY_NAMES, vals):
+                for name, v in zip(ACCURACY_NAMES, seen[top]):
                     row[f"{top}_{name}"] = f"{float(v):.6g}"
             row["seconds"] = f"{time.perf_counter() - t0:.4f}"
             log.add(row)
