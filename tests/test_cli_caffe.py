@@ -226,11 +226,14 @@ def test_sigint_leaves_a_snapshot(caffe, dataset, tmp_path):
 
 
 def test_train_sh(caffe, dataset, tmp_path):
+    from rloss import data
     work = tmp_path / "work"
     exp = work / "my exp"  # spaces in EXP and in DATA_ROOT
     (exp / "list").mkdir(parents=True)
     for f in ("train.txt", "val.txt"):
         (exp / "list" / f).write_text((dataset / "list" / f).read_text())
+    with open(exp / "list" / "val.txt", "a") as f:  # a line ImageSegData skips
+        f.write("  \t\n")
     # sed's '&' and '#' in the data root are written as they are.
     root = tmp_path / "R&D #1"
     root.symlink_to(dataset)
@@ -247,6 +250,8 @@ def test_train_sh(caffe, dataset, tmp_path):
     assert (model / "trainwithdensecrfloss_iter_10.caffemodel").is_file()
     lines = [x for x in r.stdout.splitlines() if x.startswith("pixel accuracy")]
     assert len(lines) == 2
+    n = len(data.read_list(dataset / "list" / "val.txt"))
+    assert r.stdout.count(f" on val ({n} images)") == 2  # caffe test passes once over the list
     miou = float(lines[1].split("mIoU ")[1])
     assert 0 < miou <= 1
     # The shell path's mIoU is the one `rloss eval` computes for that model.

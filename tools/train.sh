@@ -112,7 +112,7 @@ if [ "$RUN_TRAINWITHDENSECRFLOSS" = 1 ]; then
 fi
 if [ "$RUN_TEST" = 1 ]; then
   fill "$REPO/prototxt/$NET_ID/test.prototxt" "$CONFIG/test_$TEST_SET.prototxt"
-  n=$(grep -c . "$EXP/list/$TEST_SET.txt")
+  n=$(grep -c '[^[:space:]]' "$EXP/list/$TEST_SET.txt" || true)  # the lines ImageSegData reads
   for prefix in train trainwithdensecrfloss; do
     model=$(latest "$MODEL/$prefix")
     [ -n "$model" ] || continue
