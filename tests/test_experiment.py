@@ -16,6 +16,11 @@ def test_experiment_end_to_end(caffe, tmp_path):
     synthetic.make_dataset(src, 12, size=(40, 52), jitter=4, seed=2)
     for p in list((src / "JPEGImages").iterdir()):  # sidecars are not images
         p.with_suffix(".xml").write_text("<annotation/>")
+    # A class that only a held-out image has still gets a score channel.
+    held_out = data.split_ids(data.find_ids(src, "SegmentationClass"), 0.25, 0)[1][0]
+    mask = data.load_label(src / "SegmentationClass" / f"{held_out}.png")
+    mask[:6, :6] = 3
+    data.save_label(src / "SegmentationClass" / f"{held_out}.png", mask)
     s = experiment.Setup(crop_size=33, test_crop_size=65, batch_size=2, iters1=6, iters2=4,
                          test_fraction=0.25, tune_fraction=0.25,
                          grid=((1e-6, 20, 15), (3e-6, 10, 10)), ncut_grid=((1, 20, 10),),
@@ -25,6 +30,8 @@ def test_experiment_end_to_end(caffe, tmp_path):
     split = json.loads((out / "split.json").read_text())
     assert (len(split["train"]), len(split["tune"]), len(split["test"])) == (7, 2, 3)
     assert not set(split["test"]) & (set(split["train"]) | set(split["tune"]))
+    assert held_out in split["test"] and res["classes"] == 4
+    assert len(res["test"]["pce"]["iou"]) == 4
     assert 0.01 < split["labelled_fraction"] < 0.1
     # The training list of the scribble arms reads scribbles, the full arm masks.
     for name, labels in (("train_scribbles", "scribbles"), ("train_full", "SegmentationClass")):

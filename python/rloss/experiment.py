@@ -140,8 +140,11 @@ def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> D
         data.check_fits(out / "lists" / f"{which}.txt", f"{out / 'data'}/", s.test_crop_size,
                         s.test_crop_size, f"raise --test-crop-size to {nets.STRIDES[s.net]}k+1 "
                         "at or above that, or lower --max-side")
+    # Over every split: a class seen only in held-out masks must still be a
+    # score channel, or scoring them fails once all the training is done.
     k = 1 + max(int(m[m != data.IGNORE].max(initial=0)) for m in (
-        data.load_label(out / "data" / "SegmentationClass" / f"{i}.png") for i in split["train"]))
+        data.load_label(out / "data" / "SegmentationClass" / f"{i}.png")
+        for ids in split.values() for i in ids))
     log(f"{len(split['train'])} training, {len(split['tune'])} tuning, {len(split['test'])} "
         f"held-out images; {k} classes")
     res: Dict = {"setup": dataclasses.asdict(s), "classes": k, "tune": {}, "test": {}}
