@@ -68,6 +68,29 @@ def test_convert_unknown_tag_and_mapping(tmp_path):
     assert lab[1, 5] == 30 and lab[20, 5] == 40
 
 
+def test_mapping_files(tmp_path):
+    f = tmp_path / "m.txt"
+    # One tag per line counts tags, as a --classes file does: a header or a
+    # blank line used to shift every class by one.
+    f.write_text("# PASCAL-Context subset\n\nsky\n\ngrass\n")
+    assert scribbles.read_mapping(f) == {"sky": 0, "grass": 1}
+    f.write_text("potted plant 16\n# comment\nsky 30\n")
+    assert scribbles.read_mapping(f) == {"potted plant": 16, "sky": 30}
+    for text, message in (("sky\ngrass 4\n", "m.txt:2: the file mixes 'tag' and 'tag index'"),
+                          ("sky 1\nsky 2\n", "m.txt:2: tag 'sky' is given twice"),
+                          ("sky 255\n", "m.txt:1: class 255 of 'sky' is outside 0..254"),
+                          ("sky one\n", "m.txt:1: expected 'tag index'"),
+                          ("# nothing\n\n", "m.txt names no tags")):
+        f.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            scribbles.read_mapping(f)
+    write_xml(tmp_path / "a.xml", poly("sky", [(1, 1), (10, 1)]))
+    r = rloss_cli("scribbles", "convert", tmp_path, "--mapping", f, "--out", tmp_path / "o",
+                  check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: {f} names no tags")
+
+
 @pytest.mark.parametrize("w, h, pts, message", [
     ("", 30, [(1, 1)], "positive integer <width> and <height>"),
     (0, 30, [(1, 1)], "positive integer <width> and <height>"),

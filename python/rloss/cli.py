@@ -249,7 +249,10 @@ def cmd_convert(a: argparse.Namespace) -> None:
     missing = [str(f) for f in files if not f.is_file()]
     if missing or not files:
         _die(f"no such XML file(s): {', '.join(missing) or ' '.join(a.xml)}")
-    mapping = read_mapping(Path(a.mapping)) if a.mapping else None
+    try:
+        mapping = read_mapping(Path(a.mapping)) if a.mapping else None
+    except (OSError, ValueError) as e:
+        _die(str(e))
     out = Path(a.out)
     labelled = total = 0
     for f in bar(files, desc="convert", unit="file", disable=a.quiet):
@@ -528,7 +531,8 @@ def parser() -> argparse.ArgumentParser:
              cmd_convert)
     q.add_argument("xml", nargs="+", help="XML files or folders of them")
     q.add_argument("--out", required=True)
-    q.add_argument("--mapping", help="'tag index' per line, for tags beyond VOC's 21")
+    q.add_argument("--mapping", help="'tag index' per line, or one tag per line (numbered "
+                   "from 0), for tags beyond VOC's 21")
     q.add_argument("--thickness", type=POSITIVE_INT, default=3)
     q.add_argument("-q", "--quiet", action="store_true")
     q = _add(ss, "synthesize", "scribbles from full masks: medial-axis strokes per region", """

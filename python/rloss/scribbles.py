@@ -76,23 +76,35 @@ def parse_xml(path: Path) -> Tuple[int, int, List[Scribble]]:
 
 
 def read_mapping(path: Path) -> Dict[str, int]:
-    """A tag -> class file: lines ``tag index`` (or one tag per line, indexed
-    by line), for PASCAL-Context and other tag sets."""
+    """A tag -> class file for PASCAL-Context and other tag sets: lines
+    ``tag index``, or one tag per line, numbered from 0 in order as a
+    ``--classes`` file is (blank lines and ``#`` comments are not tags)."""
     mapping: Dict[str, int] = {}
-    for lineno, line in enumerate(Path(path).read_text().splitlines()):
+    forms = set()
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
         if len(parts) == 1:
-            mapping[parts[0]] = lineno
+            forms.add("tag")
+            tag, idx = parts[0], len(mapping)
         else:
+            forms.add("tag index")
             try:
-                mapping[" ".join(parts[:-1])] = int(parts[-1])
+                tag, idx = " ".join(parts[:-1]), int(parts[-1])
             except ValueError:
-                raise ValueError(f"{path}:{lineno + 1}: expected 'tag index', got {line!r}")
-    for tag, idx in mapping.items():
+                raise ValueError(f"{path}:{lineno}: expected 'tag index', got {line!r}")
+        if len(forms) > 1:
+            # Which number a bare tag would get is a guess either way.
+            raise ValueError(f"{path}:{lineno}: the file mixes 'tag' and 'tag index' lines; "
+                             "use one form")
+        if tag in mapping:
+            raise ValueError(f"{path}:{lineno}: tag '{tag}' is given twice")
         if not 0 <= idx < IGNORE:
-            raise ValueError(f"{path}: class {idx} of '{tag}' is outside 0..254")
+            raise ValueError(f"{path}:{lineno}: class {idx} of '{tag}' is outside 0..254")
+        mapping[tag] = idx
+    if not mapping:
+        raise ValueError(f"{path} names no tags")
     return mapping
 
 
