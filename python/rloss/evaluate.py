@@ -116,8 +116,9 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
             mean_bgr: Sequence[float] = (104.008, 116.669, 122.675),
             progress: bool = True) -> Iterator[Prediction]:
     """Run a test net (ImageSegData + ``fc8_interp``) over its list, one image
-    at a time whatever its batch size, its scores cut to data_dim. Images larger than the net's crop
-    are refused up front: the data layer would score only their centre."""
+    at a time whatever its batch size, its scores cut to data_dim. Images
+    larger than the net's crop are refused up front: the data layer would
+    score only their centre."""
     import caffe
     from .progress import bar
     from .data import check_fits, read_list

@@ -89,24 +89,24 @@ class PassMeans:
 
         self.sums: Dict[str, Any] = {}
         self.passes: Dict[str, int] = {}
-        watch: Dict[int, List[Tuple[str, Any]]] = {}
+        self.watch: Dict[int, List[Tuple[str, Any]]] = {}
         found = set()
         for i, layer in enumerate(net._layer_names):
             for top in net.top_names[layer]:
                 if top in tops and top not in found:  # its producer, not an in-place user
                     found.add(top)
-                    watch.setdefault(i, []).append((top, net.blobs[top]))
+                    self.watch.setdefault(i, []).append((top, net.blobs[top]))
         missing = set(tops) - found
         if missing:
             raise KeyError(f"the train net has no top {sorted(missing)[0]!r}")
-        # The net keeps its callbacks for good: hold this object weakly, so
-        # that it does not outlive its phase.
+        # The net keeps its callbacks for good: the hook holds this object
+        # weakly, so that it and its blobs do not outlive the phase.
         ref = weakref.ref(self)
 
         def after_forward(layer: int) -> None:
             me = ref()
-            if me is not None and layer in watch:
-                for top, blob in watch[layer]:
+            if me is not None and layer in me.watch:
+                for top, blob in me.watch[layer]:
                     v = np.array(blob.data, np.float64).ravel()
                     me.sums[top] = me.sums[top] + v if top in me.sums else v
                     me.passes[top] = me.passes.get(top, 0) + 1
