@@ -187,6 +187,16 @@ def test_synthesize_and_lists_cli(scenes, tmp_path):
     assert any(data.split_ids(ids, 0.34, s) != data.split_ids(ids, 0.34, 1) for s in range(2, 6))
     r = rloss_cli("lists", "--data", tmp_path, check=False)
     assert r.returncode == 2 and "no images in" in r.stderr
+    # An id given twice could be split into both lists.
+    (tmp_path / "ids.txt").write_text(f"{ids[0]}\n{ids[1]}\n{ids[0]}\n")
+    r = rloss_cli("lists", "--data", root, "--labels", "scribbles", "--ids", tmp_path / "ids.txt",
+                  "--out", tmp_path / "l2", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: ids given more than once: '{ids[0]}'; list each id once")
+    assert not (tmp_path / "l2").exists()
+    r = rloss_cli("lists", "--data", root, "--labels", "scribbles", "--ids", tmp_path / "no.txt",
+                  check=False)
+    assert r.returncode == 2 and "No such file" in r.stderr.strip().splitlines()[-1]
 
 
 def test_lists_refuse_what_imagesegdata_cannot_read(tmp_path):

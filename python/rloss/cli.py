@@ -306,9 +306,10 @@ def cmd_lists(a: argparse.Namespace) -> None:
     from .data import write_lists
 
     ids = None
-    if a.ids:
-        ids = [line.split()[0] for line in Path(a.ids).read_text().splitlines() if line.strip()]
     try:
+        if a.ids:
+            ids = [line.split()[0] for line in Path(a.ids).read_text().splitlines()
+                   if line.strip()]
         train, val = write_lists(Path(a.data), Path(a.out or Path(a.data) / "list"), a.labels,
                                  a.val_fraction, a.seed, a.val_labels, ids)
     except (FileNotFoundError, ValueError) as e:

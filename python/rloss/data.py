@@ -198,6 +198,9 @@ def write_lists(data: Path, out: Path, labels: str, val_fraction: float = 0.2,
     """train.txt / val.txt under ``out``. ``val_labels`` lets validation read
     full masks while training reads scribbles."""
     ids = list(ids) if ids is not None else find_ids(data, labels)
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # a repeated id can land in both lists: a val image trained on
+        raise ValueError(f"ids given more than once: {_some(twice)}; list each id once")
     train, val = split_ids(ids, val_fraction, seed)
     lines = list_lines(data, train, labels), list_lines(data, val, val_labels or labels)
     out.mkdir(parents=True, exist_ok=True)
