@@ -214,3 +214,31 @@ layer {{ name: "silence" type: "Silence" bottom: "data_dim" }}
     assert n.blobs["label_shrink"].data.shape == (2, 1, 6, 6)
     assert math.isfinite(float(out["densecrf_loss"])) and float(out["densecrf_loss"]) < 0
     assert float(out["loss"]) == pytest.approx(math.log(3), rel=0.05)
+
+
+def test_image_seg_data_reads_pixels_as_stored(caffe, tmp_path):
+    """A photo tagged 'rotate 180' was turned by OpenCV against its label PNG,
+    which has no orientation, with no size change to give it away."""
+    from PIL import Image
+    from rloss import data
+    rgb = np.zeros((30, 40, 3), np.uint8)
+    rgb[:10, :10] = (255, 0, 0)
+    label = np.zeros((30, 40), np.uint8)
+    label[:10, :10] = 1
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 3  # Orientation: rotate 180
+    im.save(tmp_path / "a.jpg", quality=100, exif=exif)
+    data.save_label(tmp_path / "a.png", label)
+    (tmp_path / "l.txt").write_text("a.jpg a.png\n")
+    net = tmp_path / "n.prototxt"
+    net.write_text(f"""layer {{ name: "d" type: "ImageSegData" top: "data" top: "label"
+  image_data_param {{ source: "{tmp_path / 'l.txt'}" root_folder: "{tmp_path}/"
+    batch_size: 1 label_type: PIXEL }} }}""")
+    n = caffe.Net(str(net), caffe.TEST)
+    n.forward()
+    got = n.blobs["data"].data[0].transpose(1, 2, 0)[..., ::-1]  # BGR -> RGB
+    stored = np.asarray(Image.open(tmp_path / "a.jpg").convert("RGB"), np.float32)
+    assert np.abs(got - stored).max() <= 4  # two JPEG decoders
+    assert np.abs(got - stored[::-1, ::-1]).max() > 200
+    np.testing.assert_array_equal(n.blobs["label"].data[0, 0], label)

@@ -28,6 +28,14 @@ std::string JoinPath(const std::string& root, const std::string& path) {
   return root + "/" + path;
 }
 
+// Pixels as stored: a label image has no EXIF orientation, so rotating the
+// photo by its tag would turn it against its labels (a 180 degree tag keeps
+// the size, and the mismatch would pass unseen). PIL reads them so too.
+int ImreadFlags(bool color) {
+  return (color ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE) |
+      cv::IMREAD_IGNORE_ORIENTATION;
+}
+
 }  // namespace
 
 template <typename Dtype>
@@ -128,8 +136,7 @@ void ImageSegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT
   }
 
   // The first image fixes the channel count and, without a crop, the size.
-  cv::Mat first = cv::imread(samples_[0].image,
-      p.is_color() ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
+  cv::Mat first = cv::imread(samples_[0].image, ImreadFlags(p.is_color()));
   CHECK(!first.empty()) << "ImageSegData '" << name << "': cannot decode "
       << "image '" << samples_[0].image << "'" << Where(samples_[0]) << ".";
   channels_ = first.channels();
@@ -177,8 +184,7 @@ void ImageSegDataLayer<Dtype>::Prepare(const Sample& sample, cv::Mat* out_image,
   const ImageDataParameter& p = this->layer_param_.image_data_param();
   const TransformationParameter& t = this->layer_param_.transform_param();
   const string& name = this->layer_param_.name();
-  cv::Mat image = cv::imread(sample.image,
-      p.is_color() ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
+  cv::Mat image = cv::imread(sample.image, ImreadFlags(p.is_color()));
   CHECK(!image.empty()) << "ImageSegData '" << name << "': cannot decode "
       << "image '" << sample.image << "'" << Where(sample) << ".";
   CHECK_EQ(image.channels(), channels_) << "ImageSegData '" << name
