@@ -122,3 +122,28 @@ def test_prototxt_refuses_a_crop_the_net_cannot_take(tmp_path):
     rloss_cli("prototxt", "--net", "small", "--data-root", tmp_path, "--out", tmp_path / "exp",
               "--crop-size", "97", "--test-crop-size", "161")
     assert (tmp_path / "exp" / "config" / "train.prototxt").is_file()
+
+
+def test_prototxt_refuses_size_bounds_the_layer_would_refuse(tmp_path):
+    # SizeLoss checked them only when the train net was set up.
+    (tmp_path / "list").mkdir()
+    for name in ("train.txt", "val.txt"):
+        (tmp_path / "list" / name).write_text("")
+    base = ["prototxt", "--net", "small", "--data-root", tmp_path, "--out", tmp_path / "exp",
+            "--crop-size", "97", "--test-crop-size", "161", "--num-labels", "3",
+            "--regularizer", "size"]
+    for extra, message in (
+            (["--size-lower", "0.1", "0.2"], "--size-lower gives 2 values for 3 classes; give "
+                                             "one (for every class) or 3"),
+            (["--size-upper", "0.5", "0.5", "0.5", "0.5"], "--size-upper gives 4 values for 3 "
+                                                           "classes; give one (for every class) "
+                                                           "or 3"),
+            (["--size-lower", "0.1", "0.6", "0.1", "--size-upper", "0.5"],
+             "class 1: --size-lower 0.6 is above --size-upper 0.5")):
+        r = rloss_cli(*base, *extra, check=False)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+            f"rloss: error: {message}"), extra
+        assert not (tmp_path / "exp").exists()
+    rloss_cli(*base, "--size-lower", "0.1", "0.2", "0", "--size-upper", "0.9")
+    assert "upper_bound: 0.9" in (tmp_path / "exp" / "config" /
+                                  "trainwithdensecrfloss.prototxt").read_text()

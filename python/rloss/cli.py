@@ -78,6 +78,17 @@ def cmd_prototxt(a: argparse.Namespace) -> None:
     if a.regularizer == "size":
         if not (a.size_lower or a.size_upper):
             _die("--regularizer size needs --size-lower and/or --size-upper (fractions)")
+        # What SizeLoss would refuse only once training had started.
+        k = over.get("num_labels", opts.num_labels)
+        for flag, given in (("--size-lower", a.size_lower), ("--size-upper", a.size_upper)):
+            if given and len(given) not in (1, k):
+                _die(f"{flag} gives {len(given)} values for {k} classes; give one (for every "
+                     f"class) or {k}")
+        lower, upper = a.size_lower or [0.0], a.size_upper or [1.0]
+        for c in range(k):
+            lo, up = lower[c % len(lower)], upper[c % len(upper)]
+            if lo > up:
+                _die(f"class {c}: --size-lower {lo:g} is above --size-upper {up:g}")
         over["size_lower"] = tuple(a.size_lower or ())
         over["size_upper"] = tuple(a.size_upper or ())
     root = Path(a.data_root).resolve() if a.data_root else None
