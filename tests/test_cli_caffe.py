@@ -394,6 +394,28 @@ def test_eval_reads_one_image_at_a_time_in_list_order(caffe, dataset, trained, t
     assert one.confusion.sum() == sum(int((p.label != 255).sum()) for p in p1)
 
 
+def test_eval_images_are_the_pixels_whatever_the_nets_mean(caffe, dataset, trained, tmp_path):
+    """The figures' images used to add VOC's mean back, whatever the net took off."""
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    from rloss import data, evaluate
+    net = text_format.Parse((trained / "config" / "test.prototxt").read_text(),
+                            caffe_pb2.NetParameter())
+    for layer in net.layer:
+        if layer.type == "ImageSegData":
+            del layer.transform_param.mean_value[:]
+            layer.transform_param.mean_value.extend([10, 20, 30])
+            layer.transform_param.scale = 0.5
+    (tmp_path / "t.prototxt").write_text(text_format.MessageToString(net))
+    preds = evaluate.predict(tmp_path / "t.prototxt", trained / "model" / "train_iter_20.caffemodel",
+                             progress=False)
+    val = data.read_list(dataset / "list" / "val.txt")
+    for p, (a, _) in zip(preds, val):
+        rgb = data.load_image(dataset / a)
+        assert p.image.shape == rgb.shape
+        assert np.abs(p.image.astype(int) - rgb).max() <= 4  # two JPEG decoders
+
+
 def test_list_paths_join_as_imagesegdata_joins_them(tmp_path):
     from rloss.data import check_fits, resolve
     assert resolve("", "a/b.jpg") == Path("a/b.jpg")

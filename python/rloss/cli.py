@@ -156,13 +156,12 @@ def cmd_eval(a: argparse.Namespace) -> None:
     from .evaluate import evaluate, predict, table
     from .visualize import confusion_figure, image_grid
 
-    net, weights, mean = a.net, a.weights, None
+    net, weights = a.net, a.weights
     if a.exp:
         from .config import Experiment
         from .solve import final_weights
         exp = Experiment(a.exp)
         net = net or exp.file("test")
-        mean = exp.meta["options"]["mean"]
         if not weights:
             weights = [str(final_weights(exp, p)) for p in (1, 2)
                        if any(exp.model.glob(f"{exp.prefix(p).name}_iter_*.caffemodel"))]
@@ -176,8 +175,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
     results, kept = [], []
     for w, name in zip(weights, names):
         try:
-            preds = predict(Path(net), Path(w), a.list, a.data_root,
-                            mean_bgr=mean or (104.008, 116.669, 122.675), progress=not a.quiet)
+            preds = predict(Path(net), Path(w), a.list, a.data_root, progress=not a.quiet)
             scores, keep = evaluate(preds, a.num_labels, keep=True)
         except (FileNotFoundError, KeyError, ValueError) as e:
             _die(str(e))

@@ -99,6 +99,19 @@ def _eval_net(net_path: Path, list_path: Optional[Path], data_root: Optional[Pat
     return Path(tmp)
 
 
+def _pixels_of(net_path: Path) -> Tuple[np.ndarray, float]:
+    """(mean per channel, scale) of the test net's data layer, to turn its
+    data blob back into pixels: data = (pixel - mean) * scale."""
+    from google.protobuf import text_format
+    from caffe.proto import caffe_pb2
+    net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
+    for layer in net.layer:
+        if layer.type == "ImageSegData":
+            t = layer.transform_param
+            return np.asarray(list(t.mean_value) or [0.0], np.float64), t.scale
+    raise ValueError(f"{net_path} has no ImageSegData layer")
+
+
 def list_of(net_path: Path) -> Tuple[Path, str]:
     """(list file, root_folder) the test net's data layer reads."""
     from google.protobuf import text_format
@@ -113,7 +126,6 @@ def list_of(net_path: Path) -> Tuple[Path, str]:
 
 def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
             data_root: Optional[Path] = None, scores_blob: str = "fc8_interp",
-            mean_bgr: Sequence[float] = (104.008, 116.669, 122.675),
             progress: bool = True) -> Iterator[Prediction]:
     """Run a test net (ImageSegData + ``fc8_interp``) over its list, one image
     at a time whatever its batch size, its scores cut to data_dim. Images
@@ -131,6 +143,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
         src, root = list_of(net_file)
         names = [Path(img).stem for img, _ in read_list(src)]
         height, width = crop_of(net_file)
+        mean, scale = _pixels_of(net_file)
         if height and width:
             check_fits(src, root, height, width, "generate the test net with a "
                        "--test-crop-size at least that (`rloss prototxt`)")
@@ -146,7 +159,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
         scores = net.blobs[scores_blob].data[0, :, :h, :w]
         prob = np.exp(scores - scores.max(0, keepdims=True))
         prob /= prob.sum(0, keepdims=True)
-        bgr = net.blobs["data"].data[0, :, :h, :w].transpose(1, 2, 0) + np.asarray(mean_bgr)
+        bgr = net.blobs["data"].data[0, :, :h, :w].transpose(1, 2, 0) / scale + mean
         rgb = np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
         label = net.blobs["label"].data[0, 0, :h, :w].astype(np.uint8)
         yield Prediction(name, rgb, label, prob.astype(np.float32))
