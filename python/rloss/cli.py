@@ -161,7 +161,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
         from .config import Experiment
         from .solve import final_weights
         exp = Experiment(a.exp)
-        exp.meta  # refuses a folder that is not an experiment, by name
+        _ = exp.meta  # a folder without config/rloss.json is refused here, by name
         net = net or exp.file("test")
         if not weights:
             weights = [str(final_weights(exp, p)) for p in (1, 2)

@@ -11,7 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -77,9 +77,11 @@ class Prediction:
     prob: np.ndarray   # K x H x W
 
 
-def _eval_net(net_path: Path, list_path: Optional[Path], data_root: Optional[Path]) -> Path:
+def _eval_net(net_path: Path, list_path: Optional[Path],
+              data_root: Optional[Path]) -> Tuple[Path, Any]:
     """A temporary copy of the test net that reads one image at a time, in
-    list order (the names and data_dim go by that), from --list when given."""
+    list order (the names and data_dim go by that), from --list when given;
+    and its (first) ImageSegData layer, for the list, crop and mean."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
     net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
@@ -96,32 +98,7 @@ def _eval_net(net_path: Path, list_path: Optional[Path], data_root: Optional[Pat
     fd, tmp = tempfile.mkstemp(suffix=".prototxt", prefix="rloss_eval_")
     with os.fdopen(fd, "w") as f:
         f.write(text_format.MessageToString(net))
-    return Path(tmp)
-
-
-def _pixels_of(net_path: Path) -> Tuple[np.ndarray, float]:
-    """(mean per channel, scale) of the test net's data layer, to turn its
-    data blob back into pixels: data = (pixel - mean) * scale."""
-    from google.protobuf import text_format
-    from caffe.proto import caffe_pb2
-    net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
-    for layer in net.layer:
-        if layer.type == "ImageSegData":
-            t = layer.transform_param
-            return np.asarray(list(t.mean_value) or [0.0], np.float64), t.scale
-    raise ValueError(f"{net_path} has no ImageSegData layer")
-
-
-def list_of(net_path: Path) -> Tuple[Path, str]:
-    """(list file, root_folder) the test net's data layer reads."""
-    from google.protobuf import text_format
-    from caffe.proto import caffe_pb2
-    net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
-    for layer in net.layer:
-        if layer.type == "ImageSegData":
-            p = layer.image_data_param
-            return Path(p.source), p.root_folder
-    raise ValueError(f"{net_path} has no ImageSegData layer")
+    return Path(tmp), data[0]
 
 
 def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
@@ -134,19 +111,20 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
     import caffe
     from .progress import bar
     from .data import check_fits, read_list
-    from .gradient import crop_of
 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
-    net_file = _eval_net(Path(net_path), list_path, data_root)
+    net_file, layer = _eval_net(Path(net_path), list_path, data_root)
     try:
-        src, root = list_of(net_file)
+        src, root = Path(layer.image_data_param.source), layer.image_data_param.root_folder
         names = [Path(img).stem for img, _ in read_list(src)]
-        height, width = crop_of(net_file)
-        mean, scale = _pixels_of(net_file)
+        t = layer.transform_param
+        height, width = t.crop_height or t.crop_size, t.crop_width or t.crop_size
         if height and width:
             check_fits(src, root, height, width, "generate the test net with a "
                        "--test-crop-size at least that (`rloss prototxt`)")
+        # The data blob is (pixel - mean) * scale; the figures want the pixels.
+        mean, scale = np.asarray(list(t.mean_value) or [0.0], np.float64), t.scale
         net = caffe.Net(str(net_file), str(weights), caffe.TEST)
     finally:
         net_file.unlink()
