@@ -8,6 +8,7 @@ back as indices (never as colours) in Caffe's ImageSegData and in PIL.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -198,7 +199,7 @@ def write_lists(data: Path, out: Path, labels: str, val_fraction: float = 0.2,
     """train.txt / val.txt under ``out``. ``val_labels`` lets validation read
     full masks while training reads scribbles."""
     ids = list(ids) if ids is not None else find_ids(data, labels)
-    twice = sorted({i for i in ids if ids.count(i) > 1})
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
     if twice:  # a repeated id can land in both lists: a val image trained on
         raise ValueError(f"ids given more than once: {_some(twice)}; list each id once")
     train, val = split_ids(ids, val_fraction, seed)
