@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>  // NOLINT(readability/streams)
@@ -106,10 +107,13 @@ void ImageSegDataLayer<Dtype>::DataLayerSetUp(  // NOLINT
         s.label = JoinPath(p.root_folder(), label);
       } else {
         char* end = NULL;
-        s.class_id = std::strtol(label.c_str(), &end, 10);
-        CHECK_EQ(*end, '\0') << "ImageSegData '" << name << "': " << source
-            << " line " << line << ": label_type IMAGE needs an integer "
-            << "class, got '" << label << "'.";
+        const long id = std::strtol(label.c_str(), &end, 10);  // NOLINT
+        // A negative class would index outside the scores downstream.
+        CHECK(*end == '\0' && id >= 0 && id <= INT_MAX) << "ImageSegData '"
+            << name << "': " << source << " line " << line
+            << ": label_type IMAGE needs a class id from 0 to " << INT_MAX
+            << ", got '" << label << "'.";
+        s.class_id = static_cast<int>(id);
       }
     }
     CHECK_EQ(access(s.image.c_str(), R_OK), 0) << "ImageSegData '" << name

@@ -342,15 +342,16 @@ class ImageSegDataLayerDeathTest : public ::testing::Test {
   }
   void Run(const std::string& lines,
            const TransformationParameter& transform =
-               TransformationParameter()) {
+               TransformationParameter(),
+           ImageDataParameter_LabelType label_type =
+               ImageDataParameter_LabelType_PIXEL) {
     std::ofstream((root_ + "list.txt").c_str()) << lines;
     LayerParameter param;
     *param.mutable_transform_param() = transform;
     param.set_phase(TEST);
     param.mutable_image_data_param()->set_source(root_ + "list.txt");
     param.mutable_image_data_param()->set_root_folder(root_);
-    param.mutable_image_data_param()->set_label_type(
-        ImageDataParameter_LabelType_PIXEL);
+    param.mutable_image_data_param()->set_label_type(label_type);
     ImageSegDataLayer<float> layer(param);
     layer.SetUp(bottom_, top_);
     layer.Forward(bottom_, top_);
@@ -367,6 +368,18 @@ TEST_F(ImageSegDataLayerDeathTest, TestMissingFiles) {
                "cannot read label '.*/nope.png' \\(.*list.txt line 1\\)");
   EXPECT_DEATH(Run("a.png\n"), "line 1 has no label after 'a.png'");
   EXPECT_DEATH(Run(""), "names no images");
+}
+
+TEST_F(ImageSegDataLayerDeathTest, TestBadClassIds) {
+  // A negative class would index outside the scores in SoftmaxWithLoss.
+  const TransformationParameter t;
+  const ImageDataParameter_LabelType image = ImageDataParameter_LabelType_IMAGE;
+  EXPECT_DEATH(Run("a.png -1\n", t, image),
+               "line 1: label_type IMAGE needs a class id from 0 to "
+               "2147483647, got '-1'");
+  EXPECT_DEATH(Run("a.png 1\na.png 4294967297\n", t, image),
+               "line 2: .* got '4294967297'");
+  EXPECT_DEATH(Run("a.png 2x\n", t, image), "got '2x'");
 }
 
 TEST_F(ImageSegDataLayerDeathTest, TestMissingList) {
