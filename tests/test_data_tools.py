@@ -274,6 +274,11 @@ def test_parse_log(tmp_path):
     earlier = "".join(line.replace("= 0.", "= 0.0").replace("2.5", "9.5") + "\n"
                       for line in LOG.splitlines()[:7])
     assert logs.parse(earlier + LOG, phase="2") == rows
+    # Two `caffe test` runs appended to one log: the last run's batches.
+    run = "I1121 10:00:03.1 1 caffe.cpp:281] Running for 1 iterations.\n"
+    again = run + LOG.splitlines()[-1].replace("0.9", "0.7") + "\n"
+    assert logs.parse(run + LOG + again, phase="2") == rows[:-1] + [
+        {"phase": "batch", "iter": 0, "accuracy": 0.7}]
     (tmp_path / "empty.log").write_text("nothing here\n")
     r = rloss_cli("parse-log", tmp_path / "empty.log", "--out", tmp_path / "e", check=False)
     assert r.returncode == 2 and "no Caffe iteration" in r.stderr

@@ -6,7 +6,7 @@ rate and every "Train net output" (unweighted: the value before Caffe's
 net and "Batch i, name = v" lines from `caffe test` are kept as well. A top
 with several values (SegAccuracy's three) gets its values suffixed _0, _1, ...
 An iteration logged twice (a run resumed into the same log) keeps its last
-values.
+values; of several `caffe test` runs in one log, the last is kept.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ _LR = re.compile(r"Iteration (\d+), lr = ([-+\d.eE]+)")
 _OUT = re.compile(r"(Train|Test) net output #(\d+): (\S+) = ([-+\w.]+)")
 _TEST_AT = re.compile(r"Iteration (\d+), Testing net")
 _BATCH = re.compile(r"Batch (\d+), (\S+) = ([-+\w.]+)")
+_TEST_RUN = re.compile(r"Running for \d+ iterations")  # `caffe test` starting
 
 
 def _name(outputs: List[tuple]) -> Dict[str, float]:
@@ -73,6 +74,9 @@ def parse(text: str, phase: str = "1") -> List[Dict[str, object]]:
             key = ("train", current) if kind == "Train" else ("test", test_iter)
             if key[1] is not None:
                 pending.setdefault(key, []).append((idx, name, value))
+            continue
+        if _TEST_RUN.search(line):
+            batches.clear()  # else an earlier run's outputs are numbered as more values
             continue
         m = _BATCH.search(line)
         if m:
