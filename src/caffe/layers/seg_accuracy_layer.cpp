@@ -58,7 +58,13 @@ void SegAccuracyLayer<Dtype>::Forward_cpu(const vector<Blob<Dtype>*>& bottom,
       CHECK(std::isfinite(l[i])) << "SegAccuracy layer '"
           << this->layer_param_.name() << "': label " << l[i] << " at image "
           << n << ", pixel " << i << " is not a number.";
-      const int truth = static_cast<int>(std::floor(l[i] + Dtype(0.5)));
+      const Dtype whole = std::floor(l[i] + Dtype(0.5));
+      // A blend of two classes (a label map resized bilinearly) is no class.
+      CHECK_LE(std::fabs(l[i] - whole), Dtype(1e-3)) << "SegAccuracy layer '"
+          << this->layer_param_.name() << "': label " << l[i] << " at image "
+          << n << ", pixel " << i << " is not a whole class id; resize label "
+          << "maps with nearest neighbour, which keeps their values.";
+      const int truth = static_cast<int>(whole);
       if (ignore_label_.count(truth)) continue;
       CHECK(truth >= 0 && truth < classes_) << "SegAccuracy layer '"
           << this->layer_param_.name() << "': label " << truth

@@ -131,6 +131,12 @@ TEST_F(SegAccuracyLayerDeathTest, TestNonFiniteLabel) {
   EXPECT_DEATH(Run(), "label nan at image 0, pixel 1 is not a number");
 }
 
+TEST_F(SegAccuracyLayerDeathTest, TestFractionalLabel) {
+  // Rounded, 0.5 would have passed as class 1.
+  label_.mutable_cpu_data()[3] = 0.5;
+  EXPECT_DEATH(Run(), "label 0.5 at image 0, pixel 3 is not a whole class id");
+}
+
 TEST_F(SegAccuracyLayerDeathTest, TestNanScore) {
   // Class 1's score at pixel 3: a NaN would otherwise count as class 0.
   score_.mutable_cpu_data()[4 + 3] = NAN;
