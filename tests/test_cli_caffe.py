@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import pytest
@@ -416,6 +417,60 @@ def test_eval_images_are_the_pixels_whatever_the_nets_mean(caffe, dataset, train
         assert np.abs(p.image.astype(int) - rgb).max() <= 4  # two JPEG decoders
 
 
+def _other_feed(caffe, trained: Path, tmp_path: Path, grey: bool) -> Tuple[Path, Path]:
+    """The trained test net with another mean and scale, or reading grey
+    images (its first convolution summed over the colours), and its weights."""
+    from caffe.proto import caffe_pb2
+    net = text_format.Parse((trained / "config" / "test.prototxt").read_text(),
+                            caffe_pb2.NetParameter())
+    layer = [x for x in net.layer if x.type == "ImageSegData"][0]
+    del layer.transform_param.mean_value[:]
+    layer.transform_param.mean_value.extend([90] if grey else [10, 20, 30])
+    layer.transform_param.scale = 0.5
+    layer.image_data_param.is_color = not grey
+    proto, weights = tmp_path / "other.prototxt", trained / "model" / "train_iter_20.caffemodel"
+    proto.write_text(text_format.MessageToString(net))
+    if grey:
+        src = caffe.Net(str(trained / "config" / "test.prototxt"), str(weights), caffe.TEST)
+        dst = caffe.Net(str(proto), caffe.TEST)
+        for name, params in src.params.items():
+            for a, b in zip(params, dst.params[name]):
+                b.data[...] = a.data.sum(1, keepdims=True) if b.data.shape != a.data.shape \
+                    else a.data
+        weights = tmp_path / "grey.caffemodel"
+        dst.save(str(weights))
+    return proto, weights
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_one_image_tools_feed_the_net_as_its_data_layer_does(caffe, dataset, trained,
+                                                             tmp_path, grey):
+    """visualize-gradient and the experiment's figures fed every net VOC's
+    mean on three channels, unscaled: other nets got other scores, and the
+    loss another image."""
+    from rloss import data, evaluate, gradient
+    proto, weights = _other_feed(caffe, trained, tmp_path, grey)
+    first = next(evaluate.predict(proto, weights, progress=False))  # through ImageSegData
+    name = data.read_list(dataset / "list" / "val.txt")[0][0]
+    rgb = data.load_image(dataset / name)
+    prob = gradient.predict_image(proto, weights, rgb, stride=4)
+    np.testing.assert_allclose(prob, first.prob, atol=2e-3)  # two decoders' grey may differ by 1
+    feed = gradient.feed_of_net(proto)
+    assert feed == data.Feed((90.0,) if grey else (10.0, 20.0, 30.0), 0.5, not grey)
+    image = feed.net_input(rgb)
+    assert image.shape == (1 if grey else 3, *rgb.shape[:2])
+    assert np.abs(feed.pixels(image).astype(int) - first.image).max() <= 1
+    r = rloss_cli("visualize-gradient", "--image", dataset / name, "--net", proto,
+                  "--weights", weights, "--stride", 4, "--out", tmp_path / "g.png")
+    assert float(r.stdout.split()[1].rstrip(";")) == pytest.approx(
+        gradient.densecrf_layer(image, prob, 100, 15)[0], rel=1e-4)
+    r = rloss_cli("visualize-gradient", "--image", dataset / name, "--net", proto,
+                  "--weights", weights, "--mean", 1, 2, "--out", tmp_path / "g.png", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        "rloss: error: --mean: mean [1.0, 2.0] has 2 values; a "
+        + ("grey net needs 1" if grey else "colour net needs 1 or 3"))
+
+
 def test_list_paths_join_as_imagesegdata_joins_them(tmp_path):
     from rloss.data import check_fits, resolve
     assert resolve("", "a/b.jpg") == Path("a/b.jpg")
@@ -470,13 +525,12 @@ def test_visualize_gradient(caffe, dataset, trained, tmp_path):
     # The model path gives the test net's own probabilities.
     meta_mean = (104.008, 116.669, 122.675)
     prob = gradient.predict_image(trained / "config" / "test.prototxt",
-                                  trained / "model" / "train_iter_20.caffemodel", rgb, meta_mean,
-                                  stride=4)
+                                  trained / "model" / "train_iter_20.caffemodel", rgb, stride=4)
     first = next(evaluate.predict(trained / "config" / "test.prototxt",
                                   trained / "model" / "train_iter_20.caffemodel", progress=False))
     np.testing.assert_allclose(prob, first.prob, atol=1e-5)
     # The layer's gradient: sum S * dL/dS = 2 L for L = -S'WS, and it is negative.
-    img = data.to_net_input(rgb, meta_mean)
+    img = data.Feed(meta_mean).net_input(rgb)
     loss, grad = gradient.densecrf_layer(img, prob, 30, 10)
     assert loss < 0 and (grad <= 0).all()
     assert float((prob * grad).sum()) == pytest.approx(2 * loss, rel=1e-4)

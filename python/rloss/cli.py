@@ -204,20 +204,19 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- visualize-gradient
 def cmd_gradient(a: argparse.Namespace) -> None:
+    import dataclasses
     import numpy as np
-    from .data import load_image, to_net_input
-    from .gradient import densecrf_layer, predict_image
+    from .data import Feed, load_image
+    from .gradient import densecrf_layer, feed_of_net, predict_image
     from .visualize import gradient_grid
 
     rgb = load_image(Path(a.image))
-    mean = a.mean
     xy, srgb, sf = a.bi_xy_std, a.bi_rgb_std, a.scale_factor
     if a.exp:
         from .config import Experiment
         from .solve import final_weights
         exp = Experiment(a.exp)
         meta = exp.meta
-        mean = mean or meta["options"]["mean"]
         xy = xy or meta["options"]["bi_xy_std"]
         srgb = srgb or meta["options"]["bi_rgb_std"]
         sf = sf or meta["options"].get("scale_factor", 1.0)
@@ -226,8 +225,15 @@ def cmd_gradient(a: argparse.Namespace) -> None:
         stride = meta["stride"]
     else:
         stride = a.stride
-    mean = mean or (104.008, 116.669, 122.675)
     xy, srgb, sf = xy or 100.0, srgb or 15.0, sf or 1.0
+    # The image as the net's data layer feeds it: its scores and the image the
+    # loss filters both depend on the mean, the scale and the channels.
+    feed = feed_of_net(Path(a.net)) if a.net else Feed()
+    if a.mean:
+        try:
+            feed = dataclasses.replace(feed, mean=tuple(a.mean))
+        except ValueError as e:
+            _die(f"--mean: {e}")
     if a.prob:
         prob = np.load(a.prob).astype(np.float32)
         if prob.ndim != 3 or prob.shape[1:] != rgb.shape[:2]:
@@ -235,12 +241,13 @@ def cmd_gradient(a: argparse.Namespace) -> None:
         if np.any(prob < 0) or not np.allclose(prob.sum(0), 1, atol=1e-3):
             _die(f"{a.prob} is not a probability map (each pixel must sum to 1 over K)")
     elif a.net and a.weights:
-        prob = predict_image(Path(a.net), Path(a.weights), rgb, mean, stride)
+        prob = predict_image(Path(a.net), Path(a.weights), rgb, stride, feed)
     else:
         _die("give --prob FILE.npy, --exp, or --net with --weights")
-    loss, grad = densecrf_layer(to_net_input(rgb, mean), prob, xy, srgb, sf)
+    image = feed.net_input(rgb)
+    loss, grad = densecrf_layer(image, prob, xy, srgb, sf)
     k = prob.shape[0]
-    png = gradient_grid(rgb, prob, grad, Path(a.out), _classes(a, k),
+    png = gradient_grid(feed.pixels(image), prob, grad, Path(a.out), _classes(a, k),
                         title=f"DenseCRF loss {loss:.4g} (σxy {xy:g}, σrgb {srgb:g}"
                         + (f", scale_factor {sf:g})" if sf != 1 else ")"))
     print(f"loss {loss:.6g}; wrote {png}")
@@ -523,7 +530,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prob", help="K x H x W probabilities (.npy) instead of a model")
     p.add_argument("--stride", type=POSITIVE_INT, default=8,
                    help="the net's output stride (with --net)")
-    p.add_argument("--mean", type=FINITE, nargs=3, metavar=("B", "G", "R"))
+    p.add_argument("--mean", type=FINITE, nargs="+", metavar="V",
+                   help="mean to subtract, B G R or one value (default: the test net's "
+                   "data layer's, and its scale and channels; without a net, VOC's)")
     p.add_argument("--bi-xy-std", type=POSITIVE)
     p.add_argument("--bi-rgb-std", type=POSITIVE)
     p.add_argument("--scale-factor", type=FRACTION, help="default: the experiment's, or 1")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 IGNORE = 255
+#: PASCAL VOC's mean, B G R: what the published nets subtract.
+VOC_MEAN_BGR = (104.008, 116.669, 122.675)
 
 #: PASCAL VOC's 21 classes, in label order (the names ScribbleSup's XML uses).
 VOC_CLASSES = ("background", "plane", "bike", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -73,10 +76,43 @@ def load_image(path: Path) -> np.ndarray:
     return np.array(Image.open(path).convert("RGB"))
 
 
-def to_net_input(rgb: np.ndarray, mean_bgr: Sequence[float]) -> np.ndarray:
-    """What ImageSegData feeds a net: 3 x H x W float32, BGR, mean subtracted."""
-    bgr = rgb[..., ::-1].astype(np.float32) - np.asarray(mean_bgr, np.float32)
-    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
+@dataclass(frozen=True)
+class Feed:
+    """How an ImageSegData layer turns a photo into the data blob:
+    (BGR or grey pixel - mean) * scale. A net's scores, and the image its
+    DenseCRF loss filters, depend on all three, so tools that feed a net
+    themselves take them from its data layer (``feed_of``)."""
+    mean: Tuple[float, ...] = VOC_MEAN_BGR  # one value, or one per channel
+    scale: float = 1.0
+    color: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.mean) not in (1, 3 if self.color else 1):
+            raise ValueError(f"mean {list(self.mean)} has {len(self.mean)} values; a "
+                             f"{'colour' if self.color else 'grey'} net needs 1"
+                             + (" or 3" if self.color else ""))
+
+    def net_input(self, rgb: np.ndarray) -> np.ndarray:
+        """C x H x W float32 for an H x W x 3 uint8 RGB photo."""
+        if self.color:
+            pix = rgb[..., ::-1].astype(np.float32)
+        else:  # the weights OpenCV's grey conversion uses
+            pix = np.asarray(Image.fromarray(rgb).convert("L"), np.float32)[..., None]
+        x = (pix - np.asarray(self.mean, np.float32)) * np.float32(self.scale)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def pixels(self, blob: np.ndarray) -> np.ndarray:
+        """H x W x 3 uint8 RGB of a C x H x W data blob, for figures (grey
+        repeated)."""
+        pix = blob.transpose(1, 2, 0).astype(np.float64) / self.scale + np.asarray(self.mean)
+        pix = np.clip(np.rint(pix), 0, 255).astype(np.uint8)
+        return np.repeat(pix, 3, axis=2) if pix.shape[2] == 1 else pix[..., ::-1]
+
+
+def feed_of(layer: Any) -> Feed:
+    """The Feed of an ImageSegData LayerParameter."""
+    t = layer.transform_param
+    return Feed(tuple(t.mean_value) or (0.0,), t.scale, layer.image_data_param.is_color)
 
 
 def read_list(path: Path) -> List[Tuple[str, str]]:

@@ -110,7 +110,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
     score only their centre."""
     import caffe
     from .progress import bar
-    from .data import check_fits, read_list
+    from .data import check_fits, feed_of, read_list
 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
@@ -123,8 +123,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
         if height and width:
             check_fits(src, root, height, width, "generate the test net with a "
                        "--test-crop-size at least that (`rloss prototxt`)")
-        # The data blob is (pixel - mean) * scale; the figures want the pixels.
-        mean, scale = np.asarray(list(t.mean_value) or [0.0], np.float64), t.scale
+        feed = feed_of(layer)  # the figures want the pixels back
         net = caffe.Net(str(net_file), str(weights), caffe.TEST)
     finally:
         net_file.unlink()
@@ -137,8 +136,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
         scores = net.blobs[scores_blob].data[0, :, :h, :w]
         prob = np.exp(scores - scores.max(0, keepdims=True))
         prob /= prob.sum(0, keepdims=True)
-        bgr = net.blobs["data"].data[0, :, :h, :w].transpose(1, 2, 0) / scale + mean
-        rgb = np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+        rgb = feed.pixels(net.blobs["data"].data[0, :, :h, :w])
         label = net.blobs["label"].data[0, 0, :h, :w].astype(np.uint8)
         yield Prediction(name, rgb, label, prob.astype(np.float32))
 

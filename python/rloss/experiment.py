@@ -273,7 +273,7 @@ def _curves(out: Path, res: Dict, png: Path) -> Path:
 def report(res: Dict, out: Path, title: str, command: str, n_images: int = 6) -> Path:
     """OUT/report.md with the table, loss curves, a prediction grid and the
     DenseCRF gradient of one held-out image."""
-    from .gradient import densecrf_layer, predict_image
+    from .gradient import densecrf_layer, feed_of_net, predict_image
     from .visualize import gradient_grid, image_grid
 
     out = Path(out)
@@ -282,7 +282,7 @@ def report(res: Dict, out: Path, title: str, command: str, n_images: int = 6) ->
     d = out / "data"
     test_net = out / "runs" / "pce" / "config" / "test.prototxt"
     meta = json.loads((out / "runs" / "pce" / "config" / "rloss.json").read_text())
-    mean, stride = meta["options"]["mean"], meta["stride"]
+    stride = meta["stride"]
     regs = list(res["setup"]["regularizers"])
     arms = ["pce"] + regs + ["full"]
     rows, names = [], split["test"][:n_images]
@@ -290,7 +290,7 @@ def report(res: Dict, out: Path, title: str, command: str, n_images: int = 6) ->
         rgb = data.load_image(d / "JPEGImages" / f"{i}.jpg")
         row = [rgb, data.load_label(d / "scribbles" / f"{i}.png")]
         for arm in arms:
-            row.append(predict_image(test_net, Path(res["weights"][arm]), rgb, mean,
+            row.append(predict_image(test_net, Path(res["weights"][arm]), rgb,
                                      stride).argmax(0).astype(np.uint8))
         row.append(data.load_label(d / "SegmentationClass" / f"{i}.png"))
         rows.append(row)
@@ -304,8 +304,8 @@ def report(res: Dict, out: Path, title: str, command: str, n_images: int = 6) ->
     if "densecrf" in regs:
         c = res["candidates"][res["chosen"]["densecrf"]]
         rgb = data.load_image(d / "JPEGImages" / f"{names[0]}.jpg")
-        prob = predict_image(test_net, Path(res["weights"]["pce_phase1"]), rgb, mean, stride)
-        loss, grad = densecrf_layer(data.to_net_input(rgb, mean), prob, c["bi_xy_std"],
+        prob = predict_image(test_net, Path(res["weights"]["pce_phase1"]), rgb, stride)
+        loss, grad = densecrf_layer(feed_of_net(test_net).net_input(rgb), prob, c["bi_xy_std"],
                                     c["bi_rgb_std"])
         gradient_grid(rgb, prob, grad, figs / "gradient.png",
                       title=f"{names[0]}: the pCE model's output and the DenseCRF gradient "

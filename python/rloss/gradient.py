@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
+
+from .data import Feed, feed_of
 
 
 def _net_from_proto(proto: Any, phase: int) -> Any:
@@ -58,16 +60,28 @@ def _parse_net(net_path: Path) -> Any:
     return text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
 
 
+def data_layer(net_path: Path) -> Optional[Any]:
+    """The test net's (first) ImageSegData layer, if it has one."""
+    return next((layer for layer in _parse_net(net_path).layer
+                 if layer.type == "ImageSegData"), None)
+
+
 def crop_of(net_path: Path) -> Tuple[int, int]:
     """(height, width) the test net's data layer pads to; (0, 0) if none."""
-    for layer in _parse_net(net_path).layer:
-        if layer.type == "ImageSegData":
-            t = layer.transform_param
-            return (t.crop_height or t.crop_size, t.crop_width or t.crop_size)
-    return 0, 0
+    layer = data_layer(net_path)
+    if layer is None:
+        return 0, 0
+    t = layer.transform_param
+    return (t.crop_height or t.crop_size, t.crop_width or t.crop_size)
 
 
-def deploy_from_test(net_path: Path, height: int, width: int) -> Any:
+def feed_of_net(net_path: Path) -> Feed:
+    """How the test net's data layer feeds it; VOC's mean on BGR if it has none."""
+    layer = data_layer(net_path)
+    return Feed() if layer is None else feed_of(layer)
+
+
+def deploy_from_test(net_path: Path, height: int, width: int, channels: int = 3) -> Any:
     """The test net with an Input layer of the given size in place of its
     data layer, and without the layers that need labels."""
     from caffe.proto import caffe_pb2
@@ -76,7 +90,7 @@ def deploy_from_test(net_path: Path, height: int, width: int) -> Any:
     out = caffe_pb2.NetParameter()
     out.name = src.name
     data = out.layer.add(name="data", type="Input", top=["data"])
-    data.input_param.shape.add(dim=[1, 3, height, width])
+    data.input_param.shape.add(dim=[1, channels, height, width])
     for layer in src.layer:
         if layer.type == "ImageSegData":
             continue
@@ -86,16 +100,15 @@ def deploy_from_test(net_path: Path, height: int, width: int) -> Any:
     return out
 
 
-def predict_image(net_path: Path, weights: Path, rgb: np.ndarray,
-                  mean_bgr: Sequence[float], stride: int = 8,
-                  scores_blob: str = "fc8_interp") -> np.ndarray:
-    """Softmax probabilities K x H x W of a trained test net on one RGB image.
+def predict_image(net_path: Path, weights: Path, rgb: np.ndarray, stride: int = 8,
+                  feed: Optional[Feed] = None, scores_blob: str = "fc8_interp") -> np.ndarray:
+    """Softmax probabilities K x H x W of a trained test net on one RGB image,
+    fed as its data layer feeds it unless ``feed`` says otherwise.
     The image is padded with the mean (bottom and right) to the test net's
     crop, as its data layer pads, or to stride * k + 1 pixels if larger (the
     sizes at which the net's zoom returns exactly the input grid). The pad
     size matters: the first convolution's bias makes padding non-zero."""
     import caffe
-    from .data import to_net_input
 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
@@ -103,10 +116,11 @@ def predict_image(net_path: Path, weights: Path, rgb: np.ndarray,
     ch, cw = crop_of(net_path)
     ph = max(ch, -(-(h - 1) // stride) * stride + 1)
     pw = max(cw, -(-(w - 1) // stride) * stride + 1)
-    net = _net_from_proto(deploy_from_test(net_path, ph, pw), caffe.TEST)
+    image = (feed or feed_of_net(net_path)).net_input(rgb)
+    net = _net_from_proto(deploy_from_test(net_path, ph, pw, len(image)), caffe.TEST)
     net.copy_from(str(weights))
-    x = np.zeros((3, ph, pw), np.float32)
-    x[:, :h, :w] = to_net_input(rgb, mean_bgr)
+    x = np.zeros((len(image), ph, pw), np.float32)
+    x[:, :h, :w] = image
     net.blobs["data"].data[0] = x
     net.forward()
     if scores_blob not in net.blobs:

@@ -29,6 +29,8 @@ from caffe import layers as L
 from caffe import params as P
 from caffe.proto import caffe_pb2
 
+from .data import VOC_MEAN_BGR
+
 NETS = ("deeplab_largeFOV", "deeplab_msc_largeFOV", "deeplab_vgg16", "resnet-101", "small")
 VARIANTS = ("train", "trainwithdensecrfloss", "test", "solver", "solverwithdensecrfloss")
 
@@ -40,7 +42,7 @@ _NUMERIC = {
     "TEST_CROP_SIZE": 990004,
     "DENSECRF_LOSS_WEIGHT": 990005,
 }
-MEAN_BGR = (104.008, 116.669, 122.675)
+MEAN_BGR = VOC_MEAN_BGR
 
 #: Values the release hard-codes; ``fill`` uses them for variables not given.
 DEFAULTS: Dict[str, str] = {
