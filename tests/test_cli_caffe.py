@@ -563,6 +563,20 @@ def test_visualize_gradient(caffe, dataset, trained, tmp_path):
                       "--weights", weights, "--out", tmp_path / "g.png", *extra)
         assert float(r.stdout.split()[1].rstrip(";")) == pytest.approx(
             gradient.densecrf_layer(img, prob, 30, 10, sf)[0], rel=1e-5), extra
+    # Larger than the test crop, the image is padded to stride * k + 1: with a
+    # wrong stride the scores came out on another grid and were cut to the image.
+    from PIL import Image
+    Image.fromarray(np.tile(rgb, (2, 2, 1))[:70, :90]).save(tmp_path / "big.png")
+    test_net = trained / "config" / "test.prototxt"
+    big = data.load_image(tmp_path / "big.png")
+    assert gradient.predict_image(test_net, weights, big, stride=4).shape == (3, 70, 90)
+    with pytest.raises(ValueError, match="gives 73x93 scores for a 71x91 input: 2 is not its "
+                                         "output stride; give the right --stride"):
+        gradient.predict_image(test_net, weights, big, stride=2)
+    r = rloss_cli("visualize-gradient", "--image", tmp_path / "big.png", "--net", test_net,
+                  "--weights", weights, "--stride", 2, "--out", tmp_path / "x.png", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        f"rloss: error: {test_net} gives 73x93 scores for a 71x91 input")
     np.save(tmp_path / "p.npy", prob)
     r = rloss_cli("visualize-gradient", "--image", dataset / name, "--prob", tmp_path / "p.npy",
                   "--bi-xy-std", 30, "--bi-rgb-std", 10, "--out", tmp_path / "h.png")

@@ -241,7 +241,10 @@ def cmd_gradient(a: argparse.Namespace) -> None:
         if np.any(prob < 0) or not np.allclose(prob.sum(0), 1, atol=1e-3):
             _die(f"{a.prob} is not a probability map (each pixel must sum to 1 over K)")
     elif a.net and a.weights:
-        prob = predict_image(Path(a.net), Path(a.weights), rgb, stride, feed)
+        try:
+            prob = predict_image(Path(a.net), Path(a.weights), rgb, stride, feed)
+        except (KeyError, ValueError) as e:
+            _die(str(e).strip("'\""))
     else:
         _die("give --prob FILE.npy, --exp, or --net with --weights")
     image = feed.net_input(rgb)

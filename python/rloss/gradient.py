@@ -125,6 +125,10 @@ def predict_image(net_path: Path, weights: Path, rgb: np.ndarray, stride: int = 
     net.forward()
     if scores_blob not in net.blobs:
         raise KeyError(f"{net_path} has no blob {scores_blob!r}")
+    got = net.blobs[scores_blob].data.shape[2:]
+    if got != (ph, pw):  # cutting them to the image would shift them against it
+        raise ValueError(f"{net_path} gives {got[0]}x{got[1]} scores for a {ph}x{pw} input: "
+                         f"{stride} is not its output stride; give the right --stride")
     s = net.blobs[scores_blob].data[0, :, :h, :w]
     p = np.exp(s - s.max(0, keepdims=True))
     return (p / p.sum(0, keepdims=True)).astype(np.float32)
