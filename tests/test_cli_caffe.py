@@ -554,6 +554,23 @@ def test_visualize_gradient(caffe, dataset, trained, tmp_path):
     assert float(r.stdout.split()[1].rstrip(";")) == pytest.approx(
         gradient.densecrf_layer(img, prob, 100, 15)[0], rel=1e-5)
     assert (tmp_path / "g.png").stat().st_size > 20000
+    # A deploy net, its image from an Input layer of the test crop's size, fed
+    # VOC's mean: the same.
+    from caffe.proto import caffe_pb2
+    net = text_format.Parse((trained / "config" / "test.prototxt").read_text(),
+                            caffe_pb2.NetParameter())
+    deploy = caffe_pb2.NetParameter()
+    deploy.layer.add(name="input", type="Input", top=["data"]).input_param.shape.add(
+        dim=[1, 3, TEST_CROP, TEST_CROP])
+    deploy.layer.extend(x for x in net.layer if x.type != "ImageSegData"
+                        and not {"label", "data_dim"} & set(x.bottom))
+    (tmp_path / "deploy.prototxt").write_text(text_format.MessageToString(deploy))
+    r = rloss_cli("visualize-gradient", "--image", dataset / name, "--net",
+                  tmp_path / "deploy.prototxt", "--weights",
+                  trained / "model" / "train_iter_20.caffemodel", "--stride", 4,
+                  "--out", tmp_path / "g.png")
+    assert float(r.stdout.split()[1].rstrip(";")) == pytest.approx(
+        gradient.densecrf_layer(img, prob, 100, 15)[0], rel=1e-5)
     # The experiment's kernel, scale_factor included, unless told otherwise.
     other = make_exp(dataset, tmp_path / "e", "--bi-xy-std", 30, "--bi-rgb-std", 10,
                      "--scale-factor", 0.5)

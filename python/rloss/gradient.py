@@ -67,12 +67,17 @@ def data_layer(net_path: Path) -> Optional[Any]:
 
 
 def crop_of(net_path: Path) -> Tuple[int, int]:
-    """(height, width) the test net's data layer pads to; (0, 0) if none."""
+    """(height, width) the test net's data layer pads to, or a deploy net's
+    Input layer declares; (0, 0) if neither."""
     layer = data_layer(net_path)
-    if layer is None:
-        return 0, 0
-    t = layer.transform_param
-    return (t.crop_height or t.crop_size, t.crop_width or t.crop_size)
+    if layer is not None:
+        t = layer.transform_param
+        return (t.crop_height or t.crop_size, t.crop_width or t.crop_size)
+    for layer in _parse_net(net_path).layer:
+        if layer.type == "Input" and list(layer.top) == ["data"] and layer.input_param.shape:
+            dims = layer.input_param.shape[0].dim
+            return (int(dims[2]), int(dims[3])) if len(dims) == 4 else (0, 0)
+    return 0, 0
 
 
 def feed_of_net(net_path: Path) -> Feed:
@@ -83,7 +88,8 @@ def feed_of_net(net_path: Path) -> Feed:
 
 def deploy_from_test(net_path: Path, height: int, width: int, channels: int = 3) -> Any:
     """The test net with an Input layer of the given size in place of its
-    data layer, and without the layers that need labels."""
+    data layer (ImageSegData, or a deploy net's own source of "data"), and
+    without the layers that need labels."""
     from caffe.proto import caffe_pb2
 
     src = _parse_net(net_path)
@@ -92,7 +98,7 @@ def deploy_from_test(net_path: Path, height: int, width: int, channels: int = 3)
     data = out.layer.add(name="data", type="Input", top=["data"])
     data.input_param.shape.add(dim=[1, channels, height, width])
     for layer in src.layer:
-        if layer.type == "ImageSegData":
+        if layer.type == "ImageSegData" or (not layer.bottom and "data" in layer.top):
             continue
         if any(b in ("label", "data_dim") for b in layer.bottom):
             continue
