@@ -115,6 +115,12 @@ def feed_of(layer: Any) -> Feed:
     return Feed(tuple(t.mean_value) or (0.0,), t.scale, layer.image_data_param.is_color)
 
 
+def crop_of(layer: Any) -> Tuple[int, int]:
+    """(height, width) an ImageSegData LayerParameter pads and crops to; 0 for none."""
+    t = layer.transform_param
+    return t.crop_height or t.crop_size, t.crop_width or t.crop_size
+
+
 def read_list(path: Path) -> List[Tuple[str, str]]:
     """(image, label) pairs of an ImageSegData list file."""
     pairs = []

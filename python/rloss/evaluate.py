@@ -110,7 +110,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
     score only their centre."""
     import caffe
     from .progress import bar
-    from .data import check_fits, feed_of, read_list
+    from .data import check_fits, crop_of, feed_of, read_list
 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
@@ -118,8 +118,7 @@ def predict(net_path: Path, weights: Path, list_path: Optional[Path] = None,
     try:
         src, root = Path(layer.image_data_param.source), layer.image_data_param.root_folder
         names = [Path(img).stem for img, _ in read_list(src)]
-        t = layer.transform_param
-        height, width = t.crop_height or t.crop_size, t.crop_width or t.crop_size
+        height, width = crop_of(layer)
         if height and width:
             check_fits(src, root, height, width, "generate the test net with a "
                        "--test-crop-size at least that (`rloss prototxt`)")

@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .data import Feed, feed_of
+from .data import Feed, crop_of, feed_of
 
 
 def _net_from_proto(proto: Any, phase: int) -> Any:
@@ -60,47 +60,47 @@ def _parse_net(net_path: Path) -> Any:
     return text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
 
 
-def data_layer(net_path: Path) -> Optional[Any]:
-    """The test net's (first) ImageSegData layer, if it has one."""
-    return next((layer for layer in _parse_net(net_path).layer
-                 if layer.type == "ImageSegData"), None)
+def _source(net: Any) -> Optional[Any]:
+    """The layer that makes the net's "data": a test net's ImageSegData, or
+    a deploy net's Input."""
+    return next((layer for layer in net.layer
+                 if not layer.bottom and "data" in layer.top), None)
 
 
-def crop_of(net_path: Path) -> Tuple[int, int]:
-    """(height, width) the test net's data layer pads to, or a deploy net's
-    Input layer declares; (0, 0) if neither."""
-    layer = data_layer(net_path)
-    if layer is not None:
-        t = layer.transform_param
-        return (t.crop_height or t.crop_size, t.crop_width or t.crop_size)
-    for layer in _parse_net(net_path).layer:
-        if layer.type == "Input" and list(layer.top) == ["data"] and layer.input_param.shape:
-            dims = layer.input_param.shape[0].dim
-            return (int(dims[2]), int(dims[3])) if len(dims) == 4 else (0, 0)
+def _feed(source: Optional[Any]) -> Feed:
+    """How ImageSegData feeds the net; VOC's mean on BGR for other sources."""
+    return feed_of(source) if source is not None and source.type == "ImageSegData" else Feed()
+
+
+def _input_size(source: Optional[Any]) -> Tuple[int, int]:
+    """(height, width) ImageSegData pads to, or an Input layer declares;
+    (0, 0) if neither."""
+    if source is not None and source.type == "ImageSegData":
+        return crop_of(source)
+    if source is not None and source.type == "Input" and source.input_param.shape:
+        dims = source.input_param.shape[0].dim
+        if len(dims) == 4:
+            return int(dims[2]), int(dims[3])
     return 0, 0
 
 
 def feed_of_net(net_path: Path) -> Feed:
     """How the test net's data layer feeds it; VOC's mean on BGR if it has none."""
-    layer = data_layer(net_path)
-    return Feed() if layer is None else feed_of(layer)
+    return _feed(_source(_parse_net(net_path)))
 
 
-def deploy_from_test(net_path: Path, height: int, width: int, channels: int = 3) -> Any:
-    """The test net with an Input layer of the given size in place of its
-    data layer (ImageSegData, or a deploy net's own source of "data"), and
-    without the layers that need labels."""
+def _deploy(src: Any, height: int, width: int, channels: int) -> Any:
+    """The net with an Input layer of the given size in place of its sources
+    of "data", and without the layers that need labels."""
     from caffe.proto import caffe_pb2
 
-    src = _parse_net(net_path)
     out = caffe_pb2.NetParameter()
     out.name = src.name
     data = out.layer.add(name="data", type="Input", top=["data"])
     data.input_param.shape.add(dim=[1, channels, height, width])
     for layer in src.layer:
-        if layer.type == "ImageSegData" or (not layer.bottom and "data" in layer.top):
-            continue
-        if any(b in ("label", "data_dim") for b in layer.bottom):
+        if (not layer.bottom and "data" in layer.top) or \
+                any(b in ("label", "data_dim") for b in layer.bottom):
             continue
         out.layer.add().CopyFrom(layer)
     return out
@@ -119,11 +119,13 @@ def predict_image(net_path: Path, weights: Path, rgb: np.ndarray, stride: int = 
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
     h, w = rgb.shape[:2]
-    ch, cw = crop_of(net_path)
+    src = _parse_net(net_path)
+    source = _source(src)
+    ch, cw = _input_size(source)
     ph = max(ch, -(-(h - 1) // stride) * stride + 1)
     pw = max(cw, -(-(w - 1) // stride) * stride + 1)
-    image = (feed or feed_of_net(net_path)).net_input(rgb)
-    net = _net_from_proto(deploy_from_test(net_path, ph, pw, len(image)), caffe.TEST)
+    image = (feed or _feed(source)).net_input(rgb)
+    net = _net_from_proto(_deploy(src, ph, pw, len(image)), caffe.TEST)
     net.copy_from(str(weights))
     x = np.zeros((len(image), ph, pw), np.float32)
     x[:, :h, :w] = image

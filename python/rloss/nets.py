@@ -42,7 +42,6 @@ _NUMERIC = {
     "TEST_CROP_SIZE": 990004,
     "DENSECRF_LOSS_WEIGHT": 990005,
 }
-MEAN_BGR = VOC_MEAN_BGR
 
 #: Values the release hard-codes; ``fill`` uses them for variables not given.
 DEFAULTS: Dict[str, str] = {
@@ -92,7 +91,7 @@ class Options:
     batch_size: Number = 20
     crop_size: Number = 321
     test_crop_size: Number = 513
-    mean: Sequence[float] = MEAN_BGR
+    mean: Sequence[float] = VOC_MEAN_BGR
     data_root: str = "${DATA_ROOT}"
     train_list: str = "${EXP}/list/${TRAIN_SET}.txt"
     test_list: str = "${EXP}/list/${TEST_SET}.txt"
