@@ -199,6 +199,14 @@ def test_interrupt_then_resume(caffe, dataset, tmp_path, monkeypatch):
     done = solve.train(exp, "1", resume=True, progress=False)
     assert done[1].name == "train_iter_8.caffemodel"
     assert [int(r["iter"]) for r in read_rows(exp.root)] == list(range(8))
+    # A resume below the latest snapshot would run no step and name a model
+    # that never gets written.
+    with pytest.raises(ValueError, match="phase 1 has a snapshot at iteration 8, past its "
+                       "max_iter 5; resume with --max-iter 8 or more"):
+        solve.train(exp, "1", resume=True, max_iter=5, progress=False)
+    assert [int(r["iter"]) for r in read_rows(exp.root)] == list(range(8))
+    assert sorted(p.name for p in exp.model.glob("*.caffemodel")) == \
+        ["train_iter_3.caffemodel", "train_iter_8.caffemodel"]
 
 
 def test_sigint_leaves_a_snapshot(caffe, dataset, tmp_path):

@@ -207,6 +207,12 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
             print(f"phase {phase}: already finished ({final.name})")
         return final
     restore = states[-1] if resume and states else None
+    if restore is not None and restore[0] > sp.max_iter:
+        # Caffe would run no step and the phase's final model would never exist.
+        raise ValueError(f"phase {phase} has a snapshot at iteration {restore[0]}, past its "
+                         f"max_iter {sp.max_iter}; resume with --max-iter{'2' if phase == 2 else ''} "
+                         f"{restore[0]} or more, "
+                         "or train afresh without --resume")
     # Checked before the solver is built: a bad list would abort that first.
     if restore is None and weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
