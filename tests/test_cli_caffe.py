@@ -134,6 +134,30 @@ def test_train_both_phases(caffe, dataset, tmp_path):
     fresh = caffe.Net(str(exp / "config" / "train.prototxt"), caffe.TRAIN)
     assert not np.array_equal(fresh.params["conv1_1"][0].data, a.params["conv1_1"][0].data)
 
+    # A fresh run over these snapshots is refused: a shorter one would leave
+    # the old iteration-6 models as the "latest", for eval and phase 2.
+    def names():
+        return sorted(p.name for p in models.iterdir())
+    before = names()
+    r = rloss_cli("train", "--exp", exp, "--phase", "1", "--max-iter", 2, "-q", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: {models} holds snapshots of an earlier run (train_iter_4.caffemodel, "
+        "train_iter_6.caffemodel, train_iter_4.solverstate, train_iter_6.solverstate, ...); "
+        "continue it with --resume, or pass --overwrite to delete them and train afresh")
+    assert names() == before
+    # --overwrite reads --weights before deleting the file it names (base_lr2 is 0).
+    rloss_cli("train", "--exp", exp, "--phase", "2", "--max-iter", 1, "--overwrite", "-q",
+              "--weights", models / "trainwithdensecrfloss_iter_6.caffemodel")
+    assert [n for n in names() if n.startswith("trainwith")] == [
+        "trainwithdensecrfloss_iter_1.caffemodel", "trainwithdensecrfloss_iter_1.solverstate"]
+    c = caffe.Net(str(exp / "config" / "test.prototxt"),
+                  str(models / "trainwithdensecrfloss_iter_1.caffemodel"), caffe.TEST)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name][0].data, c.params[name][0].data)
+    # Retraining phase 1 deletes phase 2's models too: they came from the old phase 1.
+    rloss_cli("train", "--exp", exp, "--phase", "1", "--max-iter", 2, "--overwrite", "-q")
+    assert names() == ["train_iter_2.caffemodel", "train_iter_2.solverstate"]
+
 
 def test_train_log_is_caffes_loss_with_iter_size(caffe, caffe_bin, dataset, tmp_path):
     """With iter_size 3 a step runs three forward passes; Caffe's loss is their
@@ -160,9 +184,10 @@ def test_train_log_is_caffes_loss_with_iter_size(caffe, caffe_bin, dataset, tmp_
         assert float(ours[it]["loss"]) == pytest.approx(caffes[it]["loss"], rel=1e-4), it
     # A solver that does not parse is named, without a traceback.
     solver.write_text(solver.read_text() + "iter_size: 2\n")
-    r = rloss_cli("train", "--exp", exp, "--phase", "1", "-q", check=False)
+    r = rloss_cli("train", "--exp", exp, "--phase", "1", "--overwrite", "-q", check=False)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
         f"rloss: error: {solver}: "), r.stderr
+    assert (exp / "model" / "train_iter_4.caffemodel").is_file()  # deleted only once it runs
     assert 'should not have multiple "iter_size" fields' in r.stderr
     # Caffe's per-output lines are the last pass's: the mean is not one of them.
     assert any(float(ours[it]["softmax_loss"]) != pytest.approx(caffes[it]["softmax_loss"],

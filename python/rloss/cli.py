@@ -128,7 +128,8 @@ def cmd_train(a: argparse.Namespace) -> None:
     exp = Experiment(a.exp)
     try:
         done = train(exp, a.phase, Path(a.weights) if a.weights else None, a.resume,
-                     a.max_iter, a.max_iter2, a.snapshot, progress=not a.quiet)
+                     a.max_iter, a.max_iter2, a.snapshot, progress=not a.quiet,
+                     overwrite=a.overwrite)
     except KeyboardInterrupt:
         raise SystemExit(130)
     except (FileNotFoundError, FloatingPointError, ValueError) as e:
@@ -496,6 +497,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--phase", choices=["1", "2", "both"], default="both")
     p.add_argument("--weights", help="initial caffemodel (phase 1; phase 2 when run alone)")
     p.add_argument("--resume", action="store_true", help="continue from the latest snapshots")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an earlier run's snapshots of the phases trained (and of phase 2 "
+                   "when phase 1 is retrained) and train afresh")
     p.add_argument("--max-iter", type=POSITIVE_INT, help="override the solvers' max_iter")
     p.add_argument("--max-iter2", type=POSITIVE_INT, help="override max_iter of phase 2 only")
     p.add_argument("--snapshot", type=COUNT, help="override the snapshot interval")

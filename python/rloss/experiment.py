@@ -150,7 +150,7 @@ def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> D
     res: Dict = {"setup": dataclasses.asdict(s), "classes": k, "tune": {}, "test": {}}
 
     pce = _exp(out, "pce", s, "train_scribbles", num_labels=k, regularizer="none")
-    w = train(pce, "both", max_iter2=s.iters2)
+    w = train(pce, "both", max_iter2=s.iters2, overwrite=True)
     res["weights"] = {"pce_phase1": str(w[1]), "pce": str(w[2])}
     res["tune"]["pce"] = _score(pce, w[2], "tune", out).miou
     res["candidates"], res["chosen"] = {}, {}
@@ -161,7 +161,7 @@ def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> D
             opts = {key: v for key, v in cand.items() if key != "regularizer"}
             e = _exp(out, name, s, "train_scribbles", num_labels=k, regularizer=reg,
                      densecrf_weight=opts.pop("weight"), **opts)
-            wj = train(e, "2", weights=w[1], max_iter2=s.iters2)[2]
+            wj = train(e, "2", weights=w[1], max_iter2=s.iters2, overwrite=True)[2]
             m = _score(e, wj, "tune", out).miou
             res["tune"][name] = m
             res["candidates"][name] = {**cand, "weights": str(wj)}
@@ -172,7 +172,7 @@ def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> D
         res["chosen"][reg] = best
         res["weights"][reg] = res["candidates"][best]["weights"]
     full = _exp(out, "full", s, "train_full", num_labels=k, regularizer="none")
-    res["weights"]["full"] = str(train(full, "both", max_iter2=s.iters2)[2])
+    res["weights"]["full"] = str(train(full, "both", max_iter2=s.iters2, overwrite=True)[2])
     for arm in ("pce", *s.regularizers, "full"):
         sc = _score(pce, Path(res["weights"][arm]), "test", out)
         res["test"][arm] = {"miou": sc.miou, "pixel_accuracy": sc.pixel_accuracy,

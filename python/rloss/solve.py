@@ -194,11 +194,21 @@ def final_weights(exp: Experiment, phase: int) -> Path:
 def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
                 resume: bool = False, max_iter: Optional[int] = None,
                 snapshot: Optional[int] = None, log: Optional[CsvLog] = None,
-                progress: bool = True, flush_every: int = 20) -> Path:
-    """Train one phase to its max_iter; returns its final caffemodel."""
+                progress: bool = True, flush_every: int = 20, overwrite: bool = False) -> Path:
+    """Train one phase to its max_iter; returns its final caffemodel.
+
+    A fresh run (not ``resume``) refuses to start over an earlier run's
+    snapshots, which may be hours of training, unless ``overwrite`` lets it
+    delete them once its solver holds its starting weights; retraining phase
+    1 makes phase 2's stale too."""
     import caffe
     from .progress import bar as progress_bar
 
+    stale = [] if resume else stale_snapshots(exp, phase)
+    if stale and not overwrite:
+        names = ", ".join(p.name for p in stale[:4]) + (", ..." if len(stale) > 4 else "")
+        raise ValueError(f"{exp.model} holds snapshots of an earlier run ({names}); continue "
+                         "it with --resume, or pass --overwrite to delete them and train afresh")
     solver_path, sp = _effective_solver(exp, phase, max_iter, snapshot)
     final = Path(f"{exp.prefix(phase)}_iter_{sp.max_iter}.caffemodel")
     states = snapshots(exp.prefix(phase))
@@ -209,10 +219,10 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
     restore = states[-1] if resume and states else None
     if restore is not None and restore[0] > sp.max_iter:
         # Caffe would run no step and the phase's final model would never exist.
+        flag = "--max-iter2" if phase == 2 else "--max-iter"
         raise ValueError(f"phase {phase} has a snapshot at iteration {restore[0]}, past its "
-                         f"max_iter {sp.max_iter}; resume with --max-iter{'2' if phase == 2 else ''} "
-                         f"{restore[0]} or more, "
-                         "or train afresh without --resume")
+                         f"max_iter {sp.max_iter}; resume with {flag} {restore[0]} or more, "
+                         "or train afresh with --overwrite instead of --resume")
     # Checked before the solver is built: a bad list would abort that first.
     if restore is None and weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"no weights file {weights}")
@@ -227,6 +237,8 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
         solver.restore(str(state))
     elif weights is not None:
         solver.net.copy_from(str(weights))
+    for p in stale:  # only now: --weights may name one of them
+        p.unlink()
     losses, accs = logged_tops(exp.train_net(phase))
     means = PassMeans(solver.net, [t for t, _ in losses] + accs)
     log = log or CsvLog(exp.log / "train.csv")
@@ -278,10 +290,19 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
     return final
 
 
+def stale_snapshots(exp: Experiment, first_phase: int) -> List[Path]:
+    """Snapshots of ``first_phase`` and later phases: what a fresh run of that
+    phase replaces. Left in place they would outlive the run, and the
+    latest-iteration rule (``final_weights``, ``--resume``) would pick an old
+    run's model when the new one stops at a lower iteration."""
+    return [p for phase in range(first_phase, 3) for suffix in (".caffemodel", ".solverstate")
+            for _, p in snapshots(exp.prefix(phase), suffix)]
+
+
 def train(exp: Experiment, phases: str = "both", weights: Optional[Path] = None,
           resume: bool = False, max_iter: Optional[int] = None,
           max_iter2: Optional[int] = None, snapshot: Optional[int] = None,
-          progress: bool = True) -> Dict[int, Path]:
+          progress: bool = True, overwrite: bool = False) -> Dict[int, Path]:
     """Phase 1 from ``weights`` (or from the net's fillers), phase 2 from phase
     1's final snapshot (or from ``weights`` when only phase 2 runs). Writes
     log/train.csv and log/loss_curves.png."""
@@ -299,7 +320,7 @@ def train(exp: Experiment, phases: str = "both", weights: Optional[Path] = None,
                 init = final_weights(exp, 1)
             done[phase] = train_phase(exp, phase, init, resume,
                                       max_iter2 if phase == 2 and max_iter2 else max_iter,
-                                      snapshot, log, progress)
+                                      snapshot, log, progress, overwrite=overwrite)
     finally:
         if log.rows:
             log.flush()
