@@ -337,6 +337,14 @@ def test_train_sh(caffe, dataset, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "batch_size: 8\n" in config.read_text()
+    # That 1-iteration phase 2 is this run's final model, though an earlier run
+    # left trainwithdensecrfloss_iter_10; phase 1 has no iteration 1: its latest.
+    r = subprocess.run(["bash", str(REPO / "tools" / "train.sh")], cwd=work,
+                       env={**env, "RUN_TRAIN": "0", "RUN_TRAINWITHDENSECRFLOSS": "0",
+                            "MAX_ITER": "1"}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    tested = re.findall(r"^== small test (\S+) on val", r.stdout, re.M)
+    assert tested == ["train_iter_10.caffemodel", "trainwithdensecrfloss_iter_1.caffemodel"]
 
 
 @pytest.fixture(scope="module")

@@ -85,8 +85,15 @@ fill() {
   if grep -q '\${' "$2"; then die "$2 still has $(grep -o '\${[A-Z_]*}' "$2" | sort -u | tr '\n' ' ')"; fi
 }
 
-latest() {  # the highest-iteration caffemodel of a prefix
-  ls "$1"_iter_*.caffemodel 2>/dev/null | sed 's/.*_iter_\([0-9]*\)\.caffemodel/\1 &/' \
+# final NET (train or trainwithdensecrfloss): the caffemodel at its solver's
+# max_iter, so that a run shorter than an earlier one in the same EXP is not
+# shadowed by that one's higher-numbered snapshots; else (an interrupted run)
+# the highest-numbered.
+final() {
+  local prefix=$MODEL/$1 iter=$MAX_ITER
+  [ -n "$iter" ] || iter=$(sed -n 's/^max_iter: *//p' "$REPO/prototxt/$NET_ID/solver${1#train}.prototxt")
+  if [ -f "${prefix}_iter_$iter.caffemodel" ]; then echo "${prefix}_iter_$iter.caffemodel"; return; fi
+  ls "$prefix"_iter_*.caffemodel 2>/dev/null | sed 's/.*_iter_\([0-9]*\)\.caffemodel/\1 &/' \
     | sort -n | tail -1 | cut -d' ' -f2-
 }
 
@@ -106,7 +113,7 @@ if [ "$RUN_TRAIN" = 1 ]; then
   run_phase train solver "$INIT_WEIGHTS"
 fi
 if [ "$RUN_TRAINWITHDENSECRFLOSS" = 1 ]; then
-  phase1=$(latest "$MODEL/train")
+  phase1=$(final train)
   [ -n "$phase1" ] || die "no phase-1 snapshot in $MODEL; run with RUN_TRAIN=1 first"
   run_phase trainwithdensecrfloss solverwithdensecrfloss "$phase1"
 fi
@@ -114,7 +121,7 @@ if [ "$RUN_TEST" = 1 ]; then
   fill "$REPO/prototxt/$NET_ID/test.prototxt" "$CONFIG/test_$TEST_SET.prototxt"
   n=$(grep -c '[^[:space:]]' "$EXP/list/$TEST_SET.txt" || true)  # the lines ImageSegData reads
   for prefix in train trainwithdensecrfloss; do
-    model=$(latest "$MODEL/$prefix")
+    model=$(final "$prefix")
     [ -n "$model" ] || continue
     echo "== $NET_ID test $(basename "$model") on $TEST_SET ($n images)"
     caffe test --model="$CONFIG/test_$TEST_SET.prototxt" --weights="$model" --iterations="$n" \
