@@ -105,6 +105,21 @@ def test_missing_and_misplaced_files_are_usage_errors(tmp_path):
         assert r.stderr.startswith("rloss: error: ") and message in r.stderr, r.stderr
 
 
+def test_eval_refuses_two_models_of_one_name(tmp_path):
+    # Two runs' train_iter_9000 both became "train_iter_9000": the second
+    # model's confusion files and predictions overwrote the first's.
+    for extra, name in ((["--weights", "a/train_iter_9.caffemodel", "b/train_iter_9.caffemodel"],
+                         "train_iter_9"),
+                        (["--weights", "a.caffemodel", "b.caffemodel", "--names", "x", "x"],
+                         "x")):
+        r = rloss_cli("eval", "--net", "test.prototxt", "--out", tmp_path / "eval", *extra,
+                      check=False)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+            f"rloss: error: two models are named '{name}'; their files in --out and their "
+            "columns would be one model's. Give each its own --names")
+    assert not (tmp_path / "eval").exists()
+
+
 def test_prototxt_refuses_a_crop_the_net_cannot_take(tmp_path):
     # It only printed a note; the nets it wrote then made Caffe abort at setup.
     (tmp_path / "list").mkdir()

@@ -172,6 +172,10 @@ def cmd_eval(a: argparse.Namespace) -> None:
     names = a.names or [Path(w).stem for w in weights]
     if len(names) != len(weights):
         _die(f"{len(names)} --names for {len(weights)} --weights")
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice:
+        _die(f"two models are named {twice[0]!r}; their files in --out and their columns would "
+             "be one model's. Give each its own --names")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results, kept = [], []
