@@ -92,6 +92,10 @@ def test_missing_and_misplaced_files_are_usage_errors(tmp_path):
     masks.mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / "m.png")
     (tmp_path / "broken.png").write_bytes(b"not a picture")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    np.save(tmp_path / "objects.npy", np.array([{"K": 2}], dtype=object))
+    (tmp_path / "text.npy").write_text("0.5 0.5")
+    np.savez(tmp_path / "two.npz", a=np.full((2, 8, 8), 0.5), b=np.zeros(3))
     for argv, message in (
             (["visualize-gradient", "--image", tmp_path / "nope.jpg", "--prob",
               tmp_path / "p.npy"], f"No such file or directory: {tmp_path / 'nope.jpg'}"),
@@ -99,7 +103,14 @@ def test_missing_and_misplaced_files_are_usage_errors(tmp_path):
               tmp_path / "p.npy"], "cannot identify image file"),
             (["scribbles", "synthesize", "--masks", masks, "--out", tmp_path / "a_file", "-q"],
              "File exists"),
-            (["eval", "--exp", tmp_path / "none"], "is missing")):
+            (["eval", "--exp", tmp_path / "none"], "is missing"),
+            # --prob files numpy reads only with pickles, or not as one array.
+            (["visualize-gradient", "--image", tmp_path / "ok.png", "--prob",
+              tmp_path / "objects.npy"], "objects.npy is not a .npy file numpy can read"),
+            (["visualize-gradient", "--image", tmp_path / "ok.png", "--prob",
+              tmp_path / "text.npy"], "text.npy is not a .npy file numpy can read"),
+            (["visualize-gradient", "--image", tmp_path / "ok.png", "--prob",
+              tmp_path / "two.npz"], "two.npz holds no numeric array; save one K x H x W")):
         r = rloss_cli(*argv, check=False)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("rloss: error: ") and message in r.stderr, r.stderr

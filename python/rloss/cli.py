@@ -240,7 +240,13 @@ def cmd_gradient(a: argparse.Namespace) -> None:
         except ValueError as e:
             _die(f"--mean: {e}")
     if a.prob:
-        prob = np.load(a.prob).astype(np.float32)
+        try:
+            loaded = np.load(a.prob)  # no pickles: a .npy is data, not code
+        except (ValueError, EOFError) as e:
+            _die(f"{a.prob} is not a .npy file numpy can read ({e})")
+        if not isinstance(loaded, np.ndarray) or loaded.dtype.kind not in "biuf":
+            _die(f"{a.prob} holds no numeric array; save one K x H x W array with numpy.save")
+        prob = loaded.astype(np.float32)
         if prob.ndim != 3 or prob.shape[1:] != rgb.shape[:2]:
             _die(f"{a.prob} holds {prob.shape}; expected K x {rgb.shape[0]} x {rgb.shape[1]}")
         if np.any(prob < 0) or not np.allclose(prob.sum(0), 1, atol=1e-3):
