@@ -116,6 +116,49 @@ def test_missing_and_misplaced_files_are_usage_errors(tmp_path):
         assert r.stderr.startswith("rloss: error: ") and message in r.stderr, r.stderr
 
 
+def test_binary_and_malformed_inputs_are_named(tmp_path):
+    """A binary file where text belongs (a caffemodel for a prototxt), or a
+    prototxt or rloss.json that does not parse, ends in one line naming it;
+    these were tracebacks or Python's own message without the file."""
+    binary = tmp_path / "model.caffemodel"
+    binary.write_bytes(bytes(range(256)) * 4)
+    readme = tmp_path / "notes.prototxt"
+    readme.write_text("# a net\nrloss: 1\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok.png")
+    xml = tmp_path / "a.xml"
+    xml.write_text("<annotation><size><width>8</width><height>8</height></size></annotation>")
+    exp = tmp_path / "exp"
+    (exp / "config").mkdir(parents=True)
+    meta = exp / "config" / "rloss.json"
+    not_text = f"{binary} is not a text file (invalid start byte at byte 128)"
+    for argv, json_text, message in (
+            (["eval", "--net", binary, "--weights", binary, "--out", tmp_path / "e"], None,
+             f"{binary} is not a text prototxt (a binary file, such as a caffemodel?)"),
+            (["eval", "--net", readme, "--weights", binary, "--out", tmp_path / "e"], None,
+             f"{readme}: not a valid Caffe net prototxt: 2:1 : Message type "
+             '"caffe.NetParameter" has no field named "rloss".'),
+            (["visualize-gradient", "--image", tmp_path / "ok.png", "--net", binary,
+              "--weights", binary], None,
+             f"{binary} is not a text prototxt (a binary file, such as a caffemodel?)"),
+            # --classes is read before any model runs.
+            (["eval", "--net", readme, "--weights", binary, "--classes", binary], None,
+             not_text),
+            (["lists", "--data", tmp_path, "--ids", binary], None, not_text),
+            (["scribbles", "convert", xml, "--mapping", binary, "--out", tmp_path / "s"],
+             None, not_text),
+            (["eval", "--exp", exp], "{", f"{meta} is not JSON (Expecting property name "
+             "enclosed in double quotes: line 2 column 1 (char 2)); `rloss prototxt --out "
+             f"{exp}` writes it"),
+            (["visualize-gradient", "--exp", exp, "--image", tmp_path / "ok.png"],
+             '{"net": "small"}',
+             f"{meta} lacks options, stride; `rloss prototxt --out {exp}` writes it")):
+        if json_text is not None:
+            meta.write_text(json_text + "\n")
+        r = rloss_cli(*argv, check=False)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
+            f"rloss: error: {message}", r.stderr
+
+
 def test_eval_refuses_two_models_of_one_name(tmp_path):
     # Two runs' train_iter_9000 both became "train_iter_9000": the second
     # model's confusion files and predictions overwrote the first's.

@@ -140,14 +140,25 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- eval
-def _classes(a: argparse.Namespace, k: int) -> List[str]:
+def _read_classes(a: argparse.Namespace) -> Optional[List[str]]:
+    """--classes, read before any model runs: a missing or binary file
+    should not cost a pass over the list."""
+    from .data import read_text
+    if not getattr(a, "classes", None):
+        return None
+    try:
+        text = read_text(Path(a.classes))
+    except ValueError as e:
+        _die(str(e))
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _classes(a: argparse.Namespace, named: Optional[List[str]], k: int) -> List[str]:
     from .data import VOC_CLASSES
-    if getattr(a, "classes", None):
-        names = [line.strip() for line in Path(a.classes).read_text().splitlines()
-                 if line.strip()]
-        if len(names) != k:
-            _die(f"{a.classes} names {len(names)} classes; the scores have {k}")
-        return names
+    if named is not None:
+        if len(named) != k:
+            _die(f"{a.classes} names {len(named)} classes; the scores have {k}")
+        return named
     return list(VOC_CLASSES) if k == 21 else [f"class {i}" for i in range(k)]
 
 
@@ -157,12 +168,16 @@ def cmd_eval(a: argparse.Namespace) -> None:
     from .evaluate import evaluate, predict, table
     from .visualize import confusion_figure, image_grid
 
+    named = _read_classes(a)
     net, weights = a.net, a.weights
     if a.exp:
         from .config import Experiment
         from .solve import final_weights
         exp = Experiment(a.exp)
-        _ = exp.meta  # a folder without config/rloss.json is refused here, by name
+        try:
+            _ = exp.meta  # a folder without config/rloss.json is refused here, by name
+        except ValueError as e:
+            _die(str(e))
         net = net or exp.file("test")
         if not weights:
             weights = [str(final_weights(exp, p)) for p in (1, 2)
@@ -188,14 +203,14 @@ def cmd_eval(a: argparse.Namespace) -> None:
         results.append(scores)
         kept.append(keep)
         k = scores.confusion.shape[0]
-        confusion_figure(scores.confusion, scores.iou, _classes(a, k),
+        confusion_figure(scores.confusion, scores.iou, _classes(a, named, k),
                          out / f"{name}_confusion.png", title=name)
         np.savetxt(out / f"{name}_confusion.csv", scores.confusion, fmt="%d", delimiter=",")
         if a.save_predictions:
             for p in keep:
                 save_label(out / name / f"{p.name}.png", p.prob.argmax(0))
     k = results[0].confusion.shape[0]
-    text = table(results, names, _classes(a, k))
+    text = table(results, names, _classes(a, named, k))
     (out / "metrics.md").write_text(text)
     print(text, end="")
     n = min(a.grid, len(kept[0]))
@@ -215,13 +230,17 @@ def cmd_gradient(a: argparse.Namespace) -> None:
     from .gradient import densecrf_layer, feed_of_net, predict_image
     from .visualize import gradient_grid
 
+    named = _read_classes(a)
     rgb = load_image(Path(a.image))
     xy, srgb, sf = a.bi_xy_std, a.bi_rgb_std, a.scale_factor
     if a.exp:
         from .config import Experiment
         from .solve import final_weights
         exp = Experiment(a.exp)
-        meta = exp.meta
+        try:
+            meta = exp.meta
+        except ValueError as e:
+            _die(str(e))
         xy = xy or meta["options"]["bi_xy_std"]
         srgb = srgb or meta["options"]["bi_rgb_std"]
         sf = sf or meta["options"].get("scale_factor", 1.0)
@@ -233,7 +252,10 @@ def cmd_gradient(a: argparse.Namespace) -> None:
     xy, srgb, sf = xy or 100.0, srgb or 15.0, sf or 1.0
     # The image as the net's data layer feeds it: its scores and the image the
     # loss filters both depend on the mean, the scale and the channels.
-    feed = feed_of_net(Path(a.net)) if a.net else Feed()
+    try:
+        feed = feed_of_net(Path(a.net)) if a.net else Feed()
+    except ValueError as e:
+        _die(str(e))
     if a.mean:
         try:
             feed = dataclasses.replace(feed, mean=tuple(a.mean))
@@ -261,7 +283,7 @@ def cmd_gradient(a: argparse.Namespace) -> None:
     image = feed.net_input(rgb)
     loss, grad = densecrf_layer(image, prob, xy, srgb, sf)
     k = prob.shape[0]
-    png = gradient_grid(feed.pixels(image), prob, grad, Path(a.out), _classes(a, k),
+    png = gradient_grid(feed.pixels(image), prob, grad, Path(a.out), _classes(a, named, k),
                         title=f"DenseCRF loss {loss:.4g} (σxy {xy:g}, σrgb {srgb:g}"
                         + (f", scale_factor {sf:g})" if sf != 1 else ")"))
     print(f"loss {loss:.6g}; wrote {png}")
@@ -334,12 +356,12 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- lists
 def cmd_lists(a: argparse.Namespace) -> None:
-    from .data import write_lists
+    from .data import read_text, write_lists
 
     ids = None
     try:
         if a.ids:
-            ids = [line.split()[0] for line in Path(a.ids).read_text().splitlines()
+            ids = [line.split()[0] for line in read_text(Path(a.ids)).splitlines()
                    if line.strip()]
         train, val = write_lists(Path(a.data), Path(a.out or Path(a.data) / "list"), a.labels,
                                  a.val_fraction, a.seed, a.val_labels, ids)

@@ -16,6 +16,8 @@ from typing import Dict, Optional
 from . import nets
 
 PHASE_FILES = {1: ("solver", "train"), 2: ("solverwithdensecrfloss", "trainwithdensecrfloss")}
+#: What config/rloss.json must hold for the tools that read it.
+META_KEYS = ("net", "options", "stride")
 
 
 class Experiment:
@@ -42,11 +44,22 @@ class Experiment:
 
     @property
     def meta(self) -> Dict:
+        """config/rloss.json, or an error naming it: FileNotFoundError where it
+        is missing, ValueError where it is not what `rloss prototxt` writes."""
         path = self.config / "rloss.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: is {self.root} an experiment folder "
                                     "made by `rloss prototxt --out`?")
-        return json.loads(path.read_text())
+        try:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            meta = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path} is not JSON ({e}); `rloss prototxt "
+                             f"--out {self.root}` writes it") from None
+        missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(missing)}; "
+                             f"`rloss prototxt --out {self.root}` writes it")
+        return meta
 
     def options(self) -> nets.Options:
         return nets.Options(**self.meta["options"])

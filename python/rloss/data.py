@@ -121,10 +121,19 @@ def crop_of(layer: Any) -> Tuple[int, int]:
     return t.crop_height or t.crop_size, t.crop_width or t.crop_size
 
 
+def read_text(path: Path) -> str:
+    """A text file the user named (a list, class names, a tag mapping), or a
+    ValueError that names it where it is binary: Python's own error does not."""
+    try:
+        return Path(path).read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not a text file ({e.reason} at byte {e.start})") from None
+
+
 def read_list(path: Path) -> List[Tuple[str, str]]:
     """(image, label) pairs of an ImageSegData list file."""
     pairs = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue

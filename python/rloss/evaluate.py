@@ -84,7 +84,8 @@ def _eval_net(net_path: Path, list_path: Optional[Path],
     and its (first) ImageSegData layer, for the list, crop and mean."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
-    net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
+    from .nets import parse
+    net = parse(net_path, caffe_pb2.NetParameter())
     data = [layer for layer in net.layer if layer.type == "ImageSegData"]
     if not data:
         raise ValueError(f"{net_path} has no ImageSegData layer to read the list with")

@@ -55,9 +55,9 @@ def densecrf_layer(image: np.ndarray, prob: np.ndarray, bi_xy_std: float, bi_rgb
 
 
 def _parse_net(net_path: Path) -> Any:
-    from google.protobuf import text_format
     from caffe.proto import caffe_pb2
-    return text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
+    from .nets import parse
+    return parse(net_path, caffe_pb2.NetParameter())
 
 
 def _source(net: Any) -> Optional[Any]:

@@ -70,6 +70,24 @@ Top = Any
 Params = List[Dict[str, Any]]
 
 
+def parse(path: Path, message: Any) -> Any:
+    """A prototxt file read into ``message`` (a caffe_pb2 message), or a
+    ValueError naming the file: a caffemodel given for a prototxt, or a
+    solver for a net, is the usual mistake."""
+    from google.protobuf import text_format
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text prototxt (a binary file, such as a "
+                         "caffemodel?)") from None
+    try:
+        return text_format.Parse(text, message)
+    except text_format.ParseError as e:
+        kind = {"NetParameter": "net", "SolverParameter": "solver"}.get(
+            message.DESCRIPTOR.name, message.DESCRIPTOR.name)
+        raise ValueError(f"{path}: not a valid Caffe {kind} prototxt: {e}") from None
+
+
 def check_crop(net: str, size: int, what: str = "crop size") -> None:
     """Refuse a crop the net cannot take: its scores are 1/stride of the input
     only at stride * k + 1 pixels; at any other size label_shrink (training)

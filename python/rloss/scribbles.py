@@ -20,7 +20,7 @@ from skimage.measure import label as connected_components
 from skimage.measure import regionprops
 from skimage.morphology import skeletonize
 
-from .data import IGNORE, VOC_CLASSES
+from .data import IGNORE, VOC_CLASSES, read_text
 
 T = TypeVar("T")
 
@@ -81,7 +81,7 @@ def read_mapping(path: Path) -> Dict[str, int]:
     ``--classes`` file is (blank lines and ``#`` comments are not tags)."""
     mapping: Dict[str, int] = {}
     forms = set()
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue

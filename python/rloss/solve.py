@@ -59,10 +59,10 @@ def learning_rate(solver: Any, it: int) -> float:
 
 def logged_tops(net_path: Path) -> Tuple[List[Tuple[str, float]], List[str]]:
     """([(loss top, loss weight)], [SegAccuracy tops]) of a TRAIN net."""
-    from google.protobuf import text_format
     from caffe.proto import caffe_pb2
+    from .nets import parse
 
-    net = text_format.Parse(Path(net_path).read_text(), caffe_pb2.NetParameter())
+    net = parse(net_path, caffe_pb2.NetParameter())
     losses, accs = [], []
     for layer in net.layer:
         if any(r.HasField("phase") and r.phase == caffe_pb2.TEST for r in layer.include):
@@ -162,14 +162,12 @@ def _effective_solver(exp: Experiment, phase: int, max_iter: Optional[int],
     its caffe_pb2.SolverParameter (typed Any: protobuf classes are built at run time)."""
     from google.protobuf import text_format
     from caffe.proto import caffe_pb2
+    from .nets import parse
 
     src = exp.solver(phase)
     if not src.is_file():
         raise FileNotFoundError(f"{src} is missing; run `rloss prototxt --out {exp.root}` first")
-    try:
-        s = text_format.Parse(src.read_text(), caffe_pb2.SolverParameter())
-    except text_format.ParseError as e:
-        raise ValueError(f"{src}: {e}") from None
+    s = parse(src, caffe_pb2.SolverParameter())
     if max_iter is not None:
         if max_iter <= 0:
             raise ValueError(f"--max-iter is {max_iter}; it must be positive")
