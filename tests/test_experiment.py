@@ -118,6 +118,26 @@ def test_experiment_refuses_held_out_images_larger_than_the_test_crop(tmp_path):
     assert not (tmp_path / "o" / "runs").exists()
 
 
+def test_experiment_refuses_masks_of_one_class(tmp_path):
+    """Binary masks saved as 0/255 read as background and void: one class,
+    which trained a 1-class net and scored every arm 100 %."""
+    from PIL import Image
+    from conftest import rloss_cli
+    src = tmp_path / "src"
+    for i in range(4):
+        mask = np.zeros((24, 32), np.uint8)
+        mask[6:18, 8:24] = 255
+        data.save_label(src / "SegmentationClass" / f"m{i}.png", mask)
+        (src / "JPEGImages").mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(src / "JPEGImages" / f"m{i}.jpg")
+    r = rloss_cli("experiment", "--data", src, "--out", tmp_path / "o", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: the masks in {src / 'SegmentationClass'} hold class 0 alone (255 is "
+        "void, never a class): there is nothing to segment. Masks saved as 0/255 need their "
+        "foreground stored as 1")
+    assert not (tmp_path / "o" / "runs").exists()
+
+
 def test_demo_cli_is_deterministic(caffe, tmp_path):
     """`rloss demo` makes the same scenes every time (seed 0 unless told) and
     writes its report; tiny settings keep it fast."""

@@ -145,6 +145,11 @@ def run(src: Path, out: Path, s: Setup, log: Callable[[str], None] = print) -> D
     k = 1 + max(int(m[m != data.IGNORE].max(initial=0)) for m in (
         data.load_label(out / "data" / "SegmentationClass" / f"{i}.png")
         for ids in split.values() for i in ids))
+    if k < 2:
+        # One class trains a net with nothing to learn and scores every arm 100 %.
+        raise ValueError(f"the masks in {src / 'SegmentationClass'} hold class 0 alone (255 is "
+                         "void, never a class): there is nothing to segment. Masks saved as "
+                         "0/255 need their foreground stored as 1")
     log(f"{len(split['train'])} training, {len(split['tune'])} tuning, {len(split['test'])} "
         f"held-out images; {k} classes")
     res: Dict = {"setup": dataclasses.asdict(s), "classes": k, "tune": {}, "test": {}}
