@@ -221,6 +221,12 @@ def test_interrupt_then_resume(caffe, dataset, tmp_path, monkeypatch):
     assert (exp.model / "train_iter_3.solverstate").is_file()
     assert [int(r["iter"]) for r in read_rows(exp.root)] == [0, 1, 2]
     monkeypatch.setattr(caffe, "get_solver", real)
+    # Phase 2 does not start from the interrupted phase 1 without being told.
+    with pytest.raises(ValueError, match=re.escape(
+            "phase 1 stopped at iteration 3 of 8 (train_iter_3.caffemodel); finish it with "
+            f"`rloss train --exp {exp.root} --phase 1 --resume`, or give --weights")):
+        solve.train(exp, "2", progress=False)
+    assert not list(exp.model.glob("trainwith*"))
     done = solve.train(exp, "1", resume=True, progress=False)
     assert done[1].name == "train_iter_8.caffemodel"
     assert [int(r["iter"]) for r in read_rows(exp.root)] == list(range(8))

@@ -189,6 +189,25 @@ def final_weights(exp: Experiment, phase: int) -> Path:
     return found[-1][1]
 
 
+def finished_weights(exp: Experiment, phase: int) -> Path:
+    """The final caffemodel of a phase that ran to its max_iter (that of its
+    last run, which log/ records with the command line's overrides): a run
+    stopped by Ctrl-C leaves a latest snapshot that is not a trained model."""
+    from caffe.proto import caffe_pb2
+    from .nets import parse
+
+    latest = final_weights(exp, phase)
+    it = snapshots(exp.prefix(phase), ".caffemodel")[-1][0]
+    ran = exp.log / f"solver_phase{phase}.prototxt"
+    max_iter = parse(ran if ran.is_file() else exp.solver(phase),
+                     caffe_pb2.SolverParameter()).max_iter
+    if it < max_iter:
+        raise ValueError(f"phase {phase} stopped at iteration {it} of {max_iter} ({latest.name}); "
+                         f"finish it with `rloss train --exp {exp.root} --phase {phase} --resume`, "
+                         "or give --weights to start from another model")
+    return latest
+
+
 def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
                 resume: bool = False, max_iter: Optional[int] = None,
                 snapshot: Optional[int] = None, log: Optional[CsvLog] = None,
@@ -314,8 +333,8 @@ def train(exp: Experiment, phases: str = "both", weights: Optional[Path] = None,
             init = weights
             if phase == 2 and 1 in done:
                 init = done[1]
-            elif phase == 2 and weights is None:
-                init = final_weights(exp, 1)
+            elif phase == 2 and weights is None and not (resume and snapshots(exp.prefix(2))):
+                init = finished_weights(exp, 1)
             done[phase] = train_phase(exp, phase, init, resume,
                                       max_iter2 if phase == 2 and max_iter2 else max_iter,
                                       snapshot, log, progress, overwrite=overwrite)
