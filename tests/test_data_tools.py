@@ -172,6 +172,22 @@ def test_synthesize_and_lists_cli(scenes, tmp_path):
     frac = float(r.stdout.split("wrote 6 scribble PNGs")[1].split(":")[1].split("%")[0])
     assert 2 < frac < 6
     assert (root / "scribbles_preview.png").stat().st_size > 10000
+    # An image of another size than its mask is named before any scribble is
+    # written (ImageSegData stopped on it at training); so is one past the preview's four.
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in ids:
+        (images / f"{i}.jpg").symlink_to(root / "JPEGImages" / f"{i}.jpg")
+    (images / f"{ids[-1]}.jpg").unlink()
+    h, w = data.load_label(root / "SegmentationClass" / f"{ids[-1]}.png").shape
+    Image.fromarray(np.zeros((h, w + 1, 3), np.uint8)).save(images / f"{ids[-1]}.jpg")
+    (images / "notes.txt").write_text("not an image")
+    r = rloss_cli("scribbles", "synthesize", "--masks", root / "SegmentationClass",
+                  "--images", images, "--out", tmp_path / "s", "-q", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: {root / 'SegmentationClass' / ids[-1]}.png is {w}x{h} but its image "
+        f"{images / ids[-1]}.jpg is {w + 1}x{h}; a mask and its image must be the same size")
+    assert not (tmp_path / "s").exists()
     rloss_cli("lists", "--data", root, "--labels", "scribbles", "--val-labels",
               "SegmentationClass", "--val-fraction", "0.34", "--seed", "1", "--out", tmp_path)
     train = data.read_list(tmp_path / "train.txt")

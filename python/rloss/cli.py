@@ -11,7 +11,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, NoReturn, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence, TypeVar
 
 if TYPE_CHECKING:  # imported where used: it pulls in Caffe
     from .experiment import Setup
@@ -323,13 +323,25 @@ def cmd_convert(a: argparse.Namespace) -> None:
 def cmd_synthesize(a: argparse.Namespace) -> None:
     import numpy as np
     from .progress import bar
-    from .data import load_image, load_label, save_label
+    from .data import IMAGE_SUFFIXES, load_image, load_label, save_label
     from .scribbles import seed_for, synthesize
     from .visualize import image_grid
 
     masks = sorted(Path(a.masks).glob("*.png"))
     if not masks:
         _die(f"no PNG masks in {a.masks}")
+    images: Dict[str, Path] = {}
+    if a.images:
+        from PIL import Image
+        images = {p.stem: p for p in sorted(Path(a.images).iterdir())
+                  if p.suffix.lower() in IMAGE_SUFFIXES}
+        for m in masks:  # headers only; ImageSegData would stop on this much later
+            if m.stem in images:
+                with Image.open(m) as mi, Image.open(images[m.stem]) as ii:
+                    if mi.size != ii.size:
+                        _die(f"{m} is {mi.size[0]}x{mi.size[1]} but its image "
+                             f"{images[m.stem]} is {ii.size[0]}x{ii.size[1]}; a mask and "
+                             "its image must be the same size")
     out = Path(a.out)
     labelled = total = 0
     preview: List[List[np.ndarray]] = []
@@ -343,9 +355,8 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
         if len(preview) < 4:
             row = [mask, s]
             if a.images:
-                img = next(Path(a.images).glob(m.stem + ".*"), None)
                 grey = np.full(mask.shape + (3,), 128, np.uint8)
-                row = [load_image(img) if img else grey] + row
+                row = [load_image(images[m.stem]) if m.stem in images else grey] + row
             preview.append(row)
     frac = labelled / max(total, 1)
     cols = (["image"] if a.images else []) + ["mask", "scribbles"]
