@@ -213,6 +213,24 @@ def test_synthesize_and_lists_cli(scenes, tmp_path):
     r = rloss_cli("lists", "--data", root, "--labels", "scribbles", "--ids", tmp_path / "no.txt",
                   check=False)
     assert r.returncode == 2 and "No such file" in r.stderr.strip().splitlines()[-1]
+    # A label of another size than its image, or one that is not a picture,
+    # is named here, not by ImageSegData once training runs.
+    d = tmp_path / "d"
+    (d / "lab").mkdir(parents=True)
+    (d / "JPEGImages").symlink_to(root / "JPEGImages")
+    for i in ids[1:]:
+        (d / "lab" / f"{i}.png").symlink_to(root / "scribbles" / f"{i}.png")
+    h, w = data.load_label(root / "scribbles" / f"{ids[0]}.png").shape
+    data.save_label(d / "lab" / f"{ids[0]}.png", np.zeros((h + 2, w), np.uint8))
+    r = rloss_cli("lists", "--data", d, "--labels", "lab", "--out", d / "list", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: 1 id(s) have a label of another size than the image: '{ids[0]} ({w}x{h} "
+        f"image, {w}x{h + 2} label)'; a label map must match its image pixel for pixel")
+    (d / "lab" / f"{ids[0]}.png").write_text("not a picture")
+    r = rloss_cli("lists", "--data", d, "--labels", "lab", "--out", d / "list", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: 1 id(s) have an image or label PIL cannot read: '{ids[0]}'")
+    assert not (d / "list").exists()
 
 
 def test_lists_refuse_what_imagesegdata_cannot_read(tmp_path):

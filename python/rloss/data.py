@@ -229,6 +229,23 @@ def list_lines(data: Path, ids: Iterable[str], labels: str) -> List[str]:
     if spaced:
         raise ValueError(f"ImageSegData splits list lines at whitespace, so these names cannot "
                          f"be listed: {_some(spaced)}; rename the files (or the label folder)")
+    # Headers only: ImageSegData would stop on these once training had started.
+    unread, unequal = [], []
+    for i in ids:
+        try:
+            with Image.open(data / "JPEGImages" / images[i]) as im, \
+                    Image.open(data / labels / f"{i}.png") as lab:
+                if im.size != lab.size:
+                    unequal.append(f"{i} ({im.size[0]}x{im.size[1]} image, "
+                                   f"{lab.size[0]}x{lab.size[1]} label)")
+        except OSError:
+            unread.append(i)
+    if unread:
+        raise ValueError(f"{len(unread)} id(s) have an image or label PIL cannot read: "
+                         f"{_some(unread)}")
+    if unequal:
+        raise ValueError(f"{len(unequal)} id(s) have a label of another size than the image: "
+                         f"{_some(unequal)}; a label map must match its image pixel for pixel")
     return lines
 
 
