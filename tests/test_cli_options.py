@@ -55,6 +55,14 @@ def test_bad_numbers_are_refused_when_parsed(argv, option, expected, capsys):
     assert f"argument {option}: expected {expected}" in err and f"got '{value}'" in err
 
 
+def test_train_takes_resume_or_overwrite_not_both(capsys):
+    # Resuming keeps the snapshots that --overwrite would delete.
+    with pytest.raises(SystemExit) as e:
+        cli.parser().parse_args(["train", "--exp", "e", "--resume", "--overwrite"])
+    assert e.value.code == 2
+    assert "argument --overwrite: not allowed with argument --resume" in capsys.readouterr().err
+
+
 def test_good_numbers_pass_through():
     a = cli.parser().parse_args(PROTOTXT + [
         "--num-labels", "2", "--crop-size", "97", "--scale-factor", "1", "--base-lr2", "0",

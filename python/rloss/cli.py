@@ -539,10 +539,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exp", required=True, help="experiment folder made by `rloss prototxt`")
     p.add_argument("--phase", choices=["1", "2", "both"], default="both")
     p.add_argument("--weights", help="initial caffemodel (phase 1; phase 2 when run alone)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest snapshots")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an earlier run's snapshots of the phases trained (and of phase 2 "
-                   "when phase 1 is retrained) and train afresh")
+    fresh = p.add_mutually_exclusive_group()
+    fresh.add_argument("--resume", action="store_true", help="continue from the latest snapshots")
+    fresh.add_argument("--overwrite", action="store_true",
+                       help="delete an earlier run's snapshots of the phases trained (and of "
+                       "phase 2 when phase 1 is retrained) and train afresh")
     p.add_argument("--max-iter", type=POSITIVE_INT, help="override the solvers' max_iter")
     p.add_argument("--max-iter2", type=POSITIVE_INT, help="override max_iter of phase 2 only")
     p.add_argument("--snapshot", type=COUNT, help="override the snapshot interval")
