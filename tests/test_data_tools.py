@@ -188,6 +188,12 @@ def test_synthesize_and_lists_cli(scenes, tmp_path):
         f"rloss: error: {root / 'SegmentationClass' / ids[-1]}.png is {w}x{h} but its image "
         f"{images / ids[-1]}.jpg is {w + 1}x{h}; a mask and its image must be the same size")
     assert not (tmp_path / "s").exists()
+    (images / f"{ids[0]}.png").symlink_to(root / "JPEGImages" / f"{ids[0]}.jpg")
+    r = rloss_cli("scribbles", "synthesize", "--masks", root / "SegmentationClass",
+                  "--images", images, "--out", tmp_path / "s", "-q", check=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"rloss: error: {images} has two images for one id: '{ids[0]}.jpg and {ids[0]}.png'; "
+        "keep one of each")
     rloss_cli("lists", "--data", root, "--labels", "scribbles", "--val-labels",
               "SegmentationClass", "--val-fraction", "0.34", "--seed", "1", "--out", tmp_path)
     train = data.read_list(tmp_path / "train.txt")

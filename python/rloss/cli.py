@@ -323,7 +323,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
 def cmd_synthesize(a: argparse.Namespace) -> None:
     import numpy as np
     from .progress import bar
-    from .data import IMAGE_SUFFIXES, load_image, load_label, save_label
+    from .data import image_files, load_image, load_label, save_label
     from .scribbles import seed_for, synthesize
     from .visualize import image_grid
 
@@ -333,8 +333,12 @@ def cmd_synthesize(a: argparse.Namespace) -> None:
     images: Dict[str, Path] = {}
     if a.images:
         from PIL import Image
-        images = {p.stem: p for p in sorted(Path(a.images).iterdir())
-                  if p.suffix.lower() in IMAGE_SUFFIXES}
+        if not Path(a.images).is_dir():
+            _die(f"no image folder {a.images}")
+        try:
+            images = {i: Path(a.images) / f for i, f in image_files(Path(a.images)).items()}
+        except ValueError as e:
+            _die(str(e))
         for m in masks:  # headers only; ImageSegData would stop on this much later
             if m.stem in images:
                 with Image.open(m) as mi, Image.open(images[m.stem]) as ii:

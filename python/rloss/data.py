@@ -173,9 +173,9 @@ def check_fits(list_path: Path, root: str, height: int, width: int, hint: str) -
                          f"list needs {max(need_w, width)}x{max(need_h, height)}: {hint}")
 
 
-def image_files(data: Path) -> Dict[str, str]:
-    """File names in ``data``/JPEGImages by id (file stem)."""
-    folder = data / "JPEGImages"
+def image_files(folder: Path) -> Dict[str, str]:
+    """Image file names in ``folder`` (a data folder's JPEGImages/) by id
+    (file stem)."""
     if not folder.is_dir():
         return {}
     found: Dict[str, List[str]] = {}
@@ -197,7 +197,7 @@ def _some(names: Sequence[str], n: int = 5) -> str:
 
 def find_ids(data: Path, labels: str) -> List[str]:
     """Ids that have both an image in JPEGImages/ and a label in ``labels``/."""
-    images = image_files(data)
+    images = image_files(data / "JPEGImages")
     if not images:
         raise FileNotFoundError(f"no images in {data / 'JPEGImages'}")
     label_dir = data / labels
@@ -214,7 +214,7 @@ def list_lines(data: Path, ids: Iterable[str], labels: str) -> List[str]:
     """List lines relative to ``data`` (ImageSegData's root_folder). Every
     id must have its image and its label there, and no whitespace in them:
     ImageSegData splits a line at whitespace."""
-    images = image_files(data)
+    images = image_files(data / "JPEGImages")
     ids = list(ids)
     no_image = [i for i in ids if i not in images]
     if no_image:

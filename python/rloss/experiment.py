@@ -69,7 +69,7 @@ def prepare(src: Path, out: Path, s: Setup) -> Dict[str, List[str]]:
     for sub in ("JPEGImages", "SegmentationClass", "scribbles"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     labelled = total = 0
-    images = data.image_files(src)
+    images = data.image_files(src / "JPEGImages")
     for i in bar(ids, desc="data", unit="img"):
         img = Image.open(src / "JPEGImages" / images[i]).convert("RGB")
         mask = data.load_label(src / "SegmentationClass" / f"{i}.png")

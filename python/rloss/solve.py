@@ -189,6 +189,15 @@ def final_weights(exp: Experiment, phase: int) -> Path:
     return found[-1][1]
 
 
+def stale_snapshots(exp: Experiment, first_phase: int) -> List[Path]:
+    """Snapshots of ``first_phase`` and later phases: what a fresh run of that
+    phase replaces. Left in place they would outlive the run, and the
+    latest-iteration rule (``final_weights``, ``--resume``) would pick an old
+    run's model when the new one stops at a lower iteration."""
+    return [p for phase in range(first_phase, 3) for suffix in (".caffemodel", ".solverstate")
+            for _, p in snapshots(exp.prefix(phase), suffix)]
+
+
 def finished_weights(exp: Experiment, phase: int) -> Path:
     """The final caffemodel of a phase that ran to its max_iter (that of its
     last run, which log/ records with the command line's overrides): a run
@@ -305,15 +314,6 @@ def train_phase(exp: Experiment, phase: int, weights: Optional[Path] = None,
         solver.snapshot()
     log.flush()
     return final
-
-
-def stale_snapshots(exp: Experiment, first_phase: int) -> List[Path]:
-    """Snapshots of ``first_phase`` and later phases: what a fresh run of that
-    phase replaces. Left in place they would outlive the run, and the
-    latest-iteration rule (``final_weights``, ``--resume``) would pick an old
-    run's model when the new one stops at a lower iteration."""
-    return [p for phase in range(first_phase, 3) for suffix in (".caffemodel", ".solverstate")
-            for _, p in snapshots(exp.prefix(phase), suffix)]
 
 
 def train(exp: Experiment, phases: str = "both", weights: Optional[Path] = None,
