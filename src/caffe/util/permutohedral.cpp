@@ -46,7 +46,7 @@ const int kTile = 64;        // points per transpose tile in splat and slice
 const int kLanes = 8;        // vertex rows are padded to whole AVX vectors
 const int kChunkPoints = 16384;  // points per splat chunk (at most kChunks)
 const int kChunks = 4;
-const int kPrefetch = 128;   // floats ahead in each plane when streaming
+const int kAhead = 2;        // tiles ahead whose planes are prefetched
 
 inline bool Nested() {
 #ifdef _OPENMP
@@ -489,23 +489,17 @@ void SimplexBlock(const FeatureSource& features, size_t start, int dim,
 
 
 // tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
-// zero for k in [vs, stride): planar values to interleaved rows. Each plane
-// has avail points from in on, for prefetching. Eight planes at a time: where
-// the plane size is near a multiple of 4 KiB all planes map to the same L1
-// sets, and more streams than the cache has ways would evict each other.
+// zero for k in [vs, stride): planar values to interleaved rows. Eight planes
+// at a time: where the plane size is near a multiple of 4 KiB all planes map
+// to the same L1 sets, and more streams than the cache has ways would evict
+// each other.
 RLOSS_VECTOR_CLONES
-void GatherTile(const float* in, size_t plane, int vs, int nt, int avail,
+void GatherTile(const float* in, size_t plane, int vs, int nt,
     const float* point_weight, int stride, float* tile) {
   const int whole = nt / 8 * 8;
   for (int k0 = 0; k0 < stride; k0 += 8) {
     const int planes = std::max(0, std::min(8, vs - k0));
     for (int t0 = 0; t0 < whole; t0 += 8) {
-      if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
-        // vs streams are too many for the hardware prefetcher
-        for (int i = 0; i < planes; ++i) {
-          __builtin_prefetch(in + (k0 + i) * plane + t0 + kPrefetch);
-        }
-      }
       Float8 w = {1, 1, 1, 1, 1, 1, 1, 1};
       if (point_weight) w = Load8(point_weight + t0);
       Float8 r[8];
@@ -526,20 +520,15 @@ void GatherTile(const float* in, size_t plane, int vs, int nt, int avail,
 }
 
 // out[k * plane + t] = scale * point_weight[t] * tile[t * stride + k]:
-// interleaved rows back to planar values (avail points from out on), eight
-// planes at a time as in GatherTile.
+// interleaved rows back to planar values, eight planes at a time as in
+// GatherTile.
 RLOSS_VECTOR_CLONES
-void ScatterTile(const float* tile, int nt, int avail, int vs, int stride,
+void ScatterTile(const float* tile, int nt, int vs, int stride,
     float scale, const float* point_weight, size_t plane, float* out) {
   const int whole = nt / 8 * 8;
   for (int k0 = 0; k0 < vs; k0 += 8) {
     const int planes = std::min(8, vs - k0);
     for (int t0 = 0; t0 < whole; t0 += 8) {
-      if (t0 % 16 == 0 && t0 + kPrefetch < avail) {
-        for (int i = 0; i < planes; ++i) {
-          __builtin_prefetch(out + (k0 + i) * plane + t0 + kPrefetch, 1);
-        }
-      }
       Float8 w = {scale, scale, scale, scale, scale, scale, scale, scale};
       if (point_weight) w *= Load8(point_weight + t0);
       Float8 r[8];
@@ -556,13 +545,48 @@ void ScatterTile(const float* tile, int nt, int avail, int vs, int stride,
   }
 }
 
+// The cache lines of a later tile's planes (vs planes of kTile floats; too
+// many streams for the hardware prefetcher), prefetched a few at a time from
+// inside the splat's or slice's point loop, so that streaming S in and the
+// gradient out overlaps their arithmetic. Issued in one burst per tile, they
+// filled the miss queue and the transposes waited on memory.
+struct TilePrefetch {
+  static const int kLinesPerPlane = kTile * sizeof(float) / 64;
+  const char* base;  // the tile's first plane; NULL: nothing to prefetch
+  size_t plane;      // bytes between planes
+  int lines;         // vs * kLinesPerPlane
+  int next;          // the next line to prefetch
+  int per;           // lines per call of Issue (every 4 points)
+
+  TilePrefetch(const float* tile_ahead, size_t plane_floats, int vs,
+               int visits)
+      : base(reinterpret_cast<const char*>(tile_ahead)),
+        plane(plane_floats * sizeof(float)), lines(vs * kLinesPerPlane),
+        next(0), per((4 * lines + visits - 1) / std::max(1, visits)) {}
+
+  template <int kWrite>
+  RLOSS_INLINE void Issue() {
+    if (base == NULL) return;
+    for (int end = std::min(lines, next + per); next < end; ++next) {
+      __builtin_prefetch(base + (next / kLinesPerPlane) * plane +
+                         (next % kLinesPerPlane) * 64, kWrite);
+    }
+  }
+};
+
 // acc[vertex rows] += weight * tile[t] for n points of one tile, channels
 // [k0, k0 + 8 V): each point's V vectors stay in registers over its vertices.
-template <int V>
+// kD1 > 0 fixes the vertices per point, kStride > 0 the row stride, at
+// compile time (0: d1, stride).
+template <int V, int kD1, int kStride>
 struct SplatColumns {
-  static RLOSS_INLINE void Run(const float* tile, int n, int d1,
-      int stride, int k0, const int* vertex, const float* weight, float* acc) {
+  static RLOSS_INLINE void Run(const float* tile, int n, int dyn_d1,
+      int dyn_stride, int k0, const int* vertex, const float* weight,
+      float* acc, TilePrefetch* ahead) {
+    const int d1 = kD1 ? kD1 : dyn_d1;
+    const int stride = kStride ? kStride : dyn_stride;
     for (int t = 0; t < n; ++t) {
+      if (t % 4 == 0) ahead->Issue<0>();
       Float8 x[V];
       for (int j = 0; j < V; ++j) x[j] = Load8(tile + t * stride + k0 + 8 * j);
       const int* v = vertex + t * d1;
@@ -580,11 +604,15 @@ struct SplatColumns {
 
 // tile[t] = sum_r weight * values[vertex rows] for n points of one tile,
 // channels [k0, k0 + 8 V), with V independent accumulators per point.
-template <int V>
+template <int V, int kD1, int kStride>
 struct SliceColumns {
-  static RLOSS_INLINE void Run(const float* values, int n, int d1,
-      int stride, int k0, const int* vertex, const float* weight, float* tile) {
+  static RLOSS_INLINE void Run(const float* values, int n, int dyn_d1,
+      int dyn_stride, int k0, const int* vertex, const float* weight,
+      float* tile, TilePrefetch* ahead) {
+    const int d1 = kD1 ? kD1 : dyn_d1;
+    const int stride = kStride ? kStride : dyn_stride;
     for (int t = 0; t < n; ++t) {
+      if (t % 4 == 0) ahead->Issue<1>();
       const int* v = vertex + t * d1;
       const float* w = weight + t * d1;
       Float8 acc[V];
@@ -601,33 +629,71 @@ struct SliceColumns {
   }
 };
 
-// Runs Columns<V> over the row's channels, up to four vectors at a time.
-template <template <int> class Columns>
+// Runs Columns over the row's channels, up to four vectors at a time; the
+// prefetches of ahead are spread over all the passes. Rows of one pass
+// (stride <= 32) get their stride at compile time.
+template <template <int, int, int> class Columns, int kD1>
 RLOSS_INLINE void ByColumns(const float* in, int n, int d1, int stride,
-    const int* vertex, const float* weight, float* out) {
+    const int* vertex, const float* weight, float* out, TilePrefetch* ahead) {
+  switch (stride) {
+    case 8: Columns<1, kD1, 8>::Run(in, n, d1, 8, 0, vertex, weight, out,
+                                    ahead);
+            return;
+    case 16: Columns<2, kD1, 16>::Run(in, n, d1, 16, 0, vertex, weight, out,
+                                      ahead);
+             return;
+    case 24: Columns<3, kD1, 24>::Run(in, n, d1, 24, 0, vertex, weight, out,
+                                      ahead);
+             return;
+    case 32: Columns<4, kD1, 32>::Run(in, n, d1, 32, 0, vertex, weight, out,
+                                      ahead);
+             return;
+  }
   for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
     switch (std::min(4, (stride - k0) / kLanes)) {
-      case 1: Columns<1>::Run(in, n, d1, stride, k0, vertex, weight, out);
+      case 1: Columns<1, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
+                                      out, ahead);
               break;
-      case 2: Columns<2>::Run(in, n, d1, stride, k0, vertex, weight, out);
+      case 2: Columns<2, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
+                                      out, ahead);
               break;
-      case 3: Columns<3>::Run(in, n, d1, stride, k0, vertex, weight, out);
+      case 3: Columns<3, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
+                                      out, ahead);
               break;
-      default: Columns<4>::Run(in, n, d1, stride, k0, vertex, weight, out);
+      default: Columns<4, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
+                                       out, ahead);
     }
   }
 }
 
+// Point visits of a tile of n points over all of ByColumns' passes.
+inline int Visits(int n, int stride) {
+  return n * ((stride + 4 * kLanes - 1) / (4 * kLanes));
+}
+
+// ahead is taken by value so that its cursor stays in registers.
 RLOSS_VECTOR_CLONES
 void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
-    const float* weight, float* acc) {
-  ByColumns<SplatColumns>(tile, n, d1, stride, vertex, weight, acc);
+    const float* weight, float* acc, TilePrefetch ahead) {
+  if (d1 == 6) {  // five features: x, y and three colours
+    ByColumns<SplatColumns, 6>(tile, n, d1, stride, vertex, weight, acc,
+                               &ahead);
+  } else {
+    ByColumns<SplatColumns, 0>(tile, n, d1, stride, vertex, weight, acc,
+                               &ahead);
+  }
 }
 
 RLOSS_VECTOR_CLONES
 void SliceTile(const float* values, int n, int d1, int stride,
-    const int* vertex, const float* weight, float* tile) {
-  ByColumns<SliceColumns>(values, n, d1, stride, vertex, weight, tile);
+    const int* vertex, const float* weight, float* tile, TilePrefetch ahead) {
+  if (d1 == 6) {
+    ByColumns<SliceColumns, 6>(values, n, d1, stride, vertex, weight, tile,
+                               &ahead);
+  } else {
+    ByColumns<SliceColumns, 0>(values, n, d1, stride, vertex, weight, tile,
+                               &ahead);
+  }
 }
 
 // sum[i] += part[i]
@@ -1101,10 +1167,13 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
     for (int p0 = static_cast<int>(static_cast<int64_t>(n) * c / chunks);
          p0 < end; p0 += kTile) {
       const int nt = std::min(kTile, end - p0);
-      GatherTile(in + p0, n, vs, nt, n - p0,
+      const int later = p0 + kAhead * kTile;
+      TilePrefetch ahead(later < end ? in + later : NULL, n, vs,
+                         Visits(nt, stride));
+      GatherTile(in + p0, n, vs, nt,
                  point_weight ? point_weight + p0 : NULL, stride, tile);
       SplatTile(tile, nt, d1, stride, &vertex_[static_cast<size_t>(p0) * d1],
-                &weight_[static_cast<size_t>(p0) * d1], acc);
+                &weight_[static_cast<size_t>(p0) * d1], acc, ahead);
     }
     if (serial && c > 0) AddTo(acc, size, splat_.data());
   }
@@ -1165,10 +1234,13 @@ void PermutohedralLattice::Slice(float* out, float scale,
     const int p0 = i * kTile, nt = std::min(kTile, n - p0);
     float* tile = &tiles_buffer[static_cast<size_t>(ThreadId()) * kTile *
                                 stride];
+    const int later = p0 + kAhead * kTile;
+    TilePrefetch ahead(later < n ? out + later : NULL, n, vs,
+                       Visits(nt, stride));
     SliceTile(blurred_.data(), nt, d1, stride,
               &vertex_[static_cast<size_t>(p0) * d1],
-              &weight_[static_cast<size_t>(p0) * d1], tile);
-    ScatterTile(tile, nt, n - p0, vs, stride, alpha,
+              &weight_[static_cast<size_t>(p0) * d1], tile, ahead);
+    ScatterTile(tile, nt, vs, stride, alpha,
                 point_weight ? point_weight + p0 : NULL, n, out + p0);
   }
 }
