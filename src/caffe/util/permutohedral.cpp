@@ -629,39 +629,38 @@ struct SliceColumns {
   }
 };
 
+// One pass of Columns over channels [k0, k0 + 8 V); a row of one pass gets
+// its stride at compile time.
+template <template <int, int, int> class Columns, int kD1, int V>
+RLOSS_INLINE void Pass(const float* in, int n, int d1, int stride, int k0,
+    const int* vertex, const float* weight, float* out, TilePrefetch* ahead) {
+  if (stride == 8 * V) {
+    Columns<V, kD1, 8 * V>::Run(in, n, d1, stride, k0, vertex, weight, out,
+                                ahead);
+  } else {
+    Columns<V, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight, out,
+                            ahead);
+  }
+}
+
 // Runs Columns over the row's channels, up to four vectors at a time; the
-// prefetches of ahead are spread over all the passes. Rows of one pass
-// (stride <= 32) get their stride at compile time.
+// prefetches of ahead are spread over all the passes.
 template <template <int, int, int> class Columns, int kD1>
 RLOSS_INLINE void ByColumns(const float* in, int n, int d1, int stride,
     const int* vertex, const float* weight, float* out, TilePrefetch* ahead) {
-  switch (stride) {
-    case 8: Columns<1, kD1, 8>::Run(in, n, d1, 8, 0, vertex, weight, out,
-                                    ahead);
-            return;
-    case 16: Columns<2, kD1, 16>::Run(in, n, d1, 16, 0, vertex, weight, out,
-                                      ahead);
-             return;
-    case 24: Columns<3, kD1, 24>::Run(in, n, d1, 24, 0, vertex, weight, out,
-                                      ahead);
-             return;
-    case 32: Columns<4, kD1, 32>::Run(in, n, d1, 32, 0, vertex, weight, out,
-                                      ahead);
-             return;
-  }
   for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
     switch (std::min(4, (stride - k0) / kLanes)) {
-      case 1: Columns<1, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
-                                      out, ahead);
+      case 1: Pass<Columns, kD1, 1>(in, n, d1, stride, k0, vertex, weight,
+                                    out, ahead);
               break;
-      case 2: Columns<2, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
-                                      out, ahead);
+      case 2: Pass<Columns, kD1, 2>(in, n, d1, stride, k0, vertex, weight,
+                                    out, ahead);
               break;
-      case 3: Columns<3, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
-                                      out, ahead);
+      case 3: Pass<Columns, kD1, 3>(in, n, d1, stride, k0, vertex, weight,
+                                    out, ahead);
               break;
-      default: Columns<4, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
-                                       out, ahead);
+      default: Pass<Columns, kD1, 4>(in, n, d1, stride, k0, vertex, weight,
+                                     out, ahead);
     }
   }
 }
