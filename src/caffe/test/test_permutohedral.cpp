@@ -120,6 +120,36 @@ TEST(PermutohedralTest, TestApproximatesGaussian) {
   }
 }
 
+// Every row shape the splat and slice take: one pass of 1 to 4 vectors with
+// its stride fixed at compile time, several passes (over 32 values), and the
+// vertices per point fixed (five features) or not (three, seven). Each
+// channel of a many-channel filtering equals that channel filtered alone,
+// bit for bit, over several tiles and a partial one (667 points), so that
+// the tiles' prefetching of later ones runs too.
+TEST(PermutohedralTest, TestEveryRowShapeMatchesOneChannel) {
+  const int height = 23, width = 29, n = height * width;
+  const int sizes[] = {1, 8, 13, 21, 24, 32, 33, 37, 70};
+  for (int channels = 1; channels <= 5; channels += 2) {
+    PermutohedralLattice lattice;
+    InitBilateral(MakeImage(channels, height, width, true), channels, height,
+                  width, 4, 30, &lattice);
+    for (int vs : sizes) {
+      const std::vector<float> values = MakeValues(vs * n, 5 + vs);
+      std::vector<float> all(vs * n), one(n);
+      lattice.Filter(values.data(), vs, all.data());
+      for (int k = 0; k < vs; k += 6) {  // a few channels of each size
+        lattice.Filter(&values[k * n], 1, one.data());
+        for (int i = 0; i < n; ++i) {
+          ASSERT_EQ(all[k * n + i], one[i]) << 2 + channels << " features, "
+              << vs << " values, channel " << k << ", point " << i;
+        }
+      }
+      // And not trivially: the filter mixes points.
+      EXPECT_GT(std::fabs(all[0] - values[0]), 1e-3) << vs;
+    }
+  }
+}
+
 // An isolated point keeps alpha * sum of its squared barycentric weights,
 // between alpha / (d + 1) and alpha, alpha = 1 / (1 + 2^-d).
 TEST(PermutohedralTest, TestSinglePoint) {
