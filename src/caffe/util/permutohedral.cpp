@@ -1166,8 +1166,9 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
     for (int p0 = static_cast<int>(static_cast<int64_t>(n) * c / chunks);
          p0 < end; p0 += kTile) {
       const int nt = std::min(kTile, end - p0);
+      // Only whole tiles of this chunk: nothing past the planes' ends.
       const int later = p0 + kAhead * kTile;
-      TilePrefetch ahead(later < end ? in + later : NULL, n, vs,
+      TilePrefetch ahead(later + kTile <= end ? in + later : NULL, n, vs,
                          Visits(nt, stride));
       GatherTile(in + p0, n, vs, nt,
                  point_weight ? point_weight + p0 : NULL, stride, tile);
@@ -1234,7 +1235,7 @@ void PermutohedralLattice::Slice(float* out, float scale,
     float* tile = &tiles_buffer[static_cast<size_t>(ThreadId()) * kTile *
                                 stride];
     const int later = p0 + kAhead * kTile;
-    TilePrefetch ahead(later < n ? out + later : NULL, n, vs,
+    TilePrefetch ahead(later + kTile <= n ? out + later : NULL, n, vs,
                        Visits(nt, stride));
     SliceTile(blurred_.data(), nt, d1, stride,
               &vertex_[static_cast<size_t>(p0) * d1],
