@@ -9,7 +9,7 @@
 #endif
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
-#define RLOSS_HAVE_AVX2_LOOKUP 1
+#define RLOSS_HAVE_AVX2 1
 #endif
 
 #include "caffe/util/permutohedral.hpp"
@@ -355,32 +355,56 @@ RLOSS_INLINE void SimplexBlockAny(const FeatureSource& features,
   }
 }
 
-// Puts a and b in ascending order, lane by lane.
-RLOSS_INLINE void MinMax(Float8* a, Float8* b) {
-  const Float8 lo = *a < *b ? *a : *b, hi = *a < *b ? *b : *a;
-  *a = lo;
-  *b = hi;
-}
+// Puts a and b in ascending order, lane by lane: a compare and two blends
+// (GCC does not turn the selects into min and max), on any ISA.
+struct BlendOrder {
+  static RLOSS_INLINE void MinMax(Float8* a, Float8* b) {
+    const Float8 lo = *a < *b ? *a : *b, hi = *a < *b ? *b : *a;
+    *a = lo;
+    *b = hi;
+  }
+};
+
+#ifdef RLOSS_HAVE_AVX2
+// The same with vminps and vmaxps, one instruction each: min(a, b) is
+// a < b ? a : b and max(b, a) is a < b ? b : a, so the bits are BlendOrder's.
+// For AVX2 callers only. Inline assembly, since an intrinsic would need the
+// AVX target on every function it is inlined through, and those are shared
+// with the baseline build.
+struct MinMaxOrder {
+  static RLOSS_INLINE void MinMax(Float8* a, Float8* b) {
+    Float8 lo, hi;
+    // AT&T operand order: "vminps y, x, out" is out = x < y ? x : y.
+    __asm__("vminps %2, %1, %0" : "=x"(lo) : "x"(*a), "x"(*b));
+    __asm__("vmaxps %2, %1, %0" : "=x"(hi) : "x"(*b), "x"(*a));
+    *a = lo;
+    *b = hi;
+  }
+};
+#endif
 
 // Sorts n vectors lane by lane, ascending: for n = 6 the 12-comparator
 // network, else odd-even transposition (n rounds).
-template <int n>
+template <int n, typename Order>
 RLOSS_INLINE void SortAscending(Float8 x[]) {
   if (n == 6) {
     static const int pair[12][2] = {{0, 5}, {1, 3}, {2, 4}, {1, 2}, {3, 4},
         {0, 3}, {2, 5}, {0, 1}, {2, 3}, {4, 5}, {1, 2}, {3, 4}};
-    for (int c = 0; c < 12; ++c) MinMax(&x[pair[c][0]], &x[pair[c][1]]);
+    for (int c = 0; c < 12; ++c) {
+      Order::MinMax(&x[pair[c][0]], &x[pair[c][1]]);
+    }
     return;
   }
   for (int round = 0; round < n; ++round) {
-    for (int i = round % 2; i + 1 < n; i += 2) MinMax(&x[i], &x[i + 1]);
+    for (int i = round % 2; i + 1 < n; i += 2) Order::MinMax(&x[i], &x[i + 1]);
   }
 }
 
 // SimplexBlockAny for a dimension known at compile time, 8 points at a time
 // in registers: the same arithmetic, written on vectors so that nothing
-// round-trips through memory. elevated and rank are not used.
-template <int kDim>
+// round-trips through memory. elevated and rank are not used. Order sorts
+// (BlendOrder or MinMaxOrder).
+template <int kDim, typename Order>
 RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
     size_t start, int n, int wide, const float* scale, float* rem0_out,
     float* weight, int* mask_out) {
@@ -463,7 +487,7 @@ RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
     // the order among ties does not matter here).
     Float8 u[kDim + 1];
     for (int i = 0; i < d1; ++i) u[i] = resid[i];
-    SortAscending<d1>(u);
+    SortAscending<d1, Order>(u);
     Float8 w[8] = {};  // rows d1.. stay 0; their columns are not stored
     w[0] = 1.0f + u[0] - u[kDim];
     for (int j = 1; j < d1; ++j) w[j] = u[j] - u[j - 1];
@@ -480,12 +504,25 @@ void SimplexBlock(const FeatureSource& features, size_t start, int dim,
     int n, int wide, const float* scale, float* elevated, float* rem0,
     float* rank, float* bary, int* mask, float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5>(features, start, n, wide, scale, rem0, weight, mask);
+    SimplexBlockFixed<5, BlendOrder>(features, start, n, wide, scale, rem0,
+                                     weight, mask);
   } else {
     SimplexBlockAny(features, start, dim, n, scale, elevated, rem0, rank, bary,
                     mask, weight);
   }
 }
+
+#ifdef RLOSS_HAVE_AVX2
+// Five features on AVX2 with the sorting network on min and max, which the
+// baseline clone of SimplexBlock cannot run: a function of its own, picked at
+// run time. The same bits as SimplexBlock's AVX2 clone (build 0.97x).
+__attribute__((target("arch=x86-64-v3"))) void SimplexBlock5Avx2(
+    const FeatureSource& features, size_t start, int n, int wide,
+    const float* scale, float* rem0, int* mask, float* weight) {
+  SimplexBlockFixed<5, MinMaxOrder>(features, start, n, wide, scale, rem0,
+                                    weight, mask);
+}
+#endif
 
 
 // tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
@@ -735,8 +772,10 @@ void BlurRows(const float* src, const int* neighbour, int begin, int end,
 }
 
 
-#ifdef RLOSS_HAVE_AVX2_LOOKUP
+#ifdef RLOSS_HAVE_AVX2
 inline bool CpuHasAvx2() { return __builtin_cpu_supports("avx2"); }
+// What target_clones' "arch=x86-64-v3" clones ask of the CPU.
+inline bool CpuIsV3() { return __builtin_cpu_supports("x86-64-v3"); }
 
 __attribute__((target("avx2"))) inline __m256i Home8(__m256i h, int shift) {
   return _mm256_srl_epi32(
@@ -817,6 +856,7 @@ __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
 }
 #else
 inline bool CpuHasAvx2() { return false; }
+inline bool CpuIsV3() { return false; }
 #endif
 }  // namespace
 
@@ -950,6 +990,7 @@ void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
   int last_cell = -1;
   unsigned int cell_hash = 0;
   const bool gather = use_cells && d1 <= 8 && CpuHasAvx2();
+  const bool v3 = CpuIsV3();
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
   const float inv_std = std::sqrt(2.0 / 3.0) * d1;
@@ -963,8 +1004,18 @@ void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
     // the next point's row, stored after), short of the range's end.
     const int tail = (std::max(0, kLanes - d1) + d1 - 1) / d1;
     const int wide = std::max(0, std::min(n, end - tail - p0));
+#ifdef RLOSS_HAVE_AVX2
+    if (kDim == 5 && v3) {
+      SimplexBlock5Avx2(features, p0, n, wide, scale, rem0, masks,
+                        weight + first);
+    } else {
+      SimplexBlock(features, p0, dim, n, wide, scale, elevated, rem0, rank,
+                   bary, masks, weight + first);
+    }
+#else
     SimplexBlock(features, p0, dim, n, wide, scale, elevated, rem0, rank,
                  bary, masks, weight + first);
+#endif
     if (use_cells && p0 == begin) {  // tags pack cells near the first
       for (int i = 0; i < dim; ++i) {
         packing.base[i] = static_cast<int>(rem0[i * kBlock]) / d1 -
@@ -974,7 +1025,7 @@ void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
     const bool gathered = gather && cells.size() > 0;
     // Bits of the points left to look up one by one.
     unsigned int pending = (2u << (n - 1)) - 1;
-#ifdef RLOSS_HAVE_AVX2_LOOKUP
+#ifdef RLOSS_HAVE_AVX2
     if (gathered) {
       pending = LookupBlock<kDim>(dim, n, wide, cells.slots(),
           cells.slot_shift(), packing, &cell_vertex[0], rem0, masks,
