@@ -20,6 +20,7 @@
     defined(__linux__)
 #define RLOSS_VECTOR_CLONES \
   __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define RLOSS_HAVE_V3 1  // code for x86-64-v3 CPUs, picked at run time
 #else
 #define RLOSS_VECTOR_CLONES
 #endif
@@ -365,7 +366,7 @@ struct BlendOrder {
   }
 };
 
-#ifdef RLOSS_HAVE_AVX2
+#ifdef RLOSS_HAVE_V3
 // The same with vminps and vmaxps, one instruction each: min(a, b) is
 // a < b ? a : b and max(b, a) is a < b ? b : a, so the bits are BlendOrder's.
 // For AVX2 callers only. Inline assembly, since an intrinsic would need the
@@ -512,7 +513,10 @@ void SimplexBlock(const FeatureSource& features, size_t start, int dim,
   }
 }
 
-#ifdef RLOSS_HAVE_AVX2
+#ifdef RLOSS_HAVE_V3
+// What target_clones' "arch=x86-64-v3" clones ask of the CPU.
+inline bool CpuIsV3() { return __builtin_cpu_supports("x86-64-v3"); }
+
 // Five features on AVX2 with the sorting network on min and max, which the
 // baseline clone of SimplexBlock cannot run: a function of its own, picked at
 // run time. The same bits as SimplexBlock's AVX2 clone (build 0.97x).
@@ -774,8 +778,6 @@ void BlurRows(const float* src, const int* neighbour, int begin, int end,
 
 #ifdef RLOSS_HAVE_AVX2
 inline bool CpuHasAvx2() { return __builtin_cpu_supports("avx2"); }
-// What target_clones' "arch=x86-64-v3" clones ask of the CPU.
-inline bool CpuIsV3() { return __builtin_cpu_supports("x86-64-v3"); }
 
 __attribute__((target("avx2"))) inline __m256i Home8(__m256i h, int shift) {
   return _mm256_srl_epi32(
@@ -856,7 +858,6 @@ __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
 }
 #else
 inline bool CpuHasAvx2() { return false; }
-inline bool CpuIsV3() { return false; }
 #endif
 }  // namespace
 
@@ -990,7 +991,9 @@ void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
   int last_cell = -1;
   unsigned int cell_hash = 0;
   const bool gather = use_cells && d1 <= 8 && CpuHasAvx2();
+#ifdef RLOSS_HAVE_V3
   const bool v3 = CpuIsV3();
+#endif
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
   const float inv_std = std::sqrt(2.0 / 3.0) * d1;
@@ -1004,7 +1007,7 @@ void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
     // the next point's row, stored after), short of the range's end.
     const int tail = (std::max(0, kLanes - d1) + d1 - 1) / d1;
     const int wide = std::max(0, std::min(n, end - tail - p0));
-#ifdef RLOSS_HAVE_AVX2
+#ifdef RLOSS_HAVE_V3
     if (kDim == 5 && v3) {
       SimplexBlock5Avx2(features, p0, n, wide, scale, rem0, masks,
                         weight + first);
