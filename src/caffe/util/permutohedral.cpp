@@ -517,9 +517,9 @@ void SimplexBlock(const FeatureSource& features, size_t start, int dim,
 // What target_clones' "arch=x86-64-v3" clones ask of the CPU.
 inline bool CpuIsV3() { return __builtin_cpu_supports("x86-64-v3"); }
 
-// Five features on AVX2 with the sorting network on min and max, which the
-// baseline clone of SimplexBlock cannot run: a function of its own, picked at
-// run time. The same bits as SimplexBlock's AVX2 clone (build 0.97x).
+// Five features on x86-64-v3 with the sorting network on min and max, which
+// the baseline clone of SimplexBlock cannot run: a function of its own,
+// picked at run time. The same bits as SimplexBlock's x86-64-v3 clone.
 __attribute__((target("arch=x86-64-v3"))) void SimplexBlock5Avx2(
     const FeatureSource& features, size_t start, int n, int wide,
     const float* scale, float* rem0, int* mask, float* weight) {
