@@ -7,7 +7,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__GNUC__) && defined(__x86_64__)
+// RLOSS_PORTABLE_ONLY builds only the code every compiler and CPU gets (no
+// AVX2 paths, no clones): a test compiles the lattice so as well, to check
+// that path on machines that would never run it.
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(RLOSS_PORTABLE_ONLY)
 #include <immintrin.h>
 #define RLOSS_HAVE_AVX2 1
 #endif
@@ -17,7 +20,7 @@
 // The hot loops are compiled twice, for AVX2/FMA and for the baseline ISA;
 // the loader picks one for the CPU it runs on.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
+    defined(__linux__) && !defined(RLOSS_PORTABLE_ONLY)
 #define RLOSS_VECTOR_CLONES \
   __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define RLOSS_HAVE_V3 1  // code for x86-64-v3 CPUs, picked at run time
