@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
   libhdf5-dev libopenblas-dev libopencv-dev libpng-dev
+  clang libomp-dev  # the tests compile our C++ with clang too
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

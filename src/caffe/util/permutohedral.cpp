@@ -18,7 +18,9 @@
 #include "caffe/util/permutohedral.hpp"
 
 // The hot loops are compiled twice, for AVX2/FMA and for the baseline ISA;
-// the loader picks one for the CPU it runs on.
+// the loader picks one for the CPU it runs on. GCC only: clang refuses the
+// clones' calls that pass 8-lane vectors by value to the shared helpers (it
+// runs the portable path, with the AVX2 lookups where the CPU has them).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     defined(__linux__) && !defined(RLOSS_PORTABLE_ONLY)
 #define RLOSS_VECTOR_CLONES \
@@ -34,9 +36,13 @@
 #else
 #define RLOSS_INLINE inline
 #endif
-// GCC notes that a vector passed by value has another ABI without AVX; the
-// 8-lane helpers that do so are internal and inlined, so no call crosses it.
-#if defined(__GNUC__) && !defined(__clang__)
+// GCC and clang note that a vector passed by value has another ABI without
+// AVX; the 8-lane helpers that do so are internal and inlined, so no call
+// crosses it. (Clang refuses such a call from an AVX2 function outright;
+// see StoreRow.)
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
@@ -146,9 +152,15 @@ inline void Store8(int* p, Int8 v) {
 
 // Stores the first d1 <= 8 lanes of v at p: as one vector store where wide
 // (the lanes past d1 land on memory the caller overwrites next), else only
-// those lanes.
+// those lanes. v is a copy for GCC, which stores the build's rows faster
+// from one; clang will not pass a vector by value from an AVX2 function
+// (LookupBlock) to this one.
 template <typename T, typename V>
+#ifdef __clang__
+RLOSS_INLINE void StoreRow(T* p, const V& v, int d1, bool wide) {
+#else
 RLOSS_INLINE void StoreRow(T* p, V v, int d1, bool wide) {
+#endif
   if (wide) {
     std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
   } else {
@@ -156,27 +168,34 @@ RLOSS_INLINE void StoreRow(T* p, V v, int d1, bool wide) {
   }
 }
 
+// Lanes of a and b (0-7 a's, 8-15 b's), in the order named. GCC takes the
+// order as a vector, clang as constant arguments.
+template <int i0, int i1, int i2, int i3, int i4, int i5, int i6, int i7>
+RLOSS_INLINE Float8 Shuffle(Float8 a, Float8 b) {
+#ifdef __clang__
+  return __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7);
+#else
+  const Int8 order = {i0, i1, i2, i3, i4, i5, i6, i7};
+  return __builtin_shuffle(a, b, order);
+#endif
+}
+
 // Transposes an 8 x 8 block in registers (unpack, shuffle, swap halves).
 RLOSS_INLINE void Transpose8(Float8 r[8]) {
-  const Int8 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-  const Int8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13};
-  const Int8 hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
-  const Int8 first = {0, 1, 2, 3, 8, 9, 10, 11};
-  const Int8 second = {4, 5, 6, 7, 12, 13, 14, 15};
   Float8 a[8], b[8];
   for (int i = 0; i < 8; i += 2) {
-    a[i] = __builtin_shuffle(r[i], r[i + 1], lo);
-    a[i + 1] = __builtin_shuffle(r[i], r[i + 1], hi);
+    a[i] = Shuffle<0, 8, 1, 9, 4, 12, 5, 13>(r[i], r[i + 1]);
+    a[i + 1] = Shuffle<2, 10, 3, 11, 6, 14, 7, 15>(r[i], r[i + 1]);
   }
   for (int i = 0; i < 8; i += 4) {
-    b[i] = __builtin_shuffle(a[i], a[i + 2], lo2);
-    b[i + 1] = __builtin_shuffle(a[i], a[i + 2], hi2);
-    b[i + 2] = __builtin_shuffle(a[i + 1], a[i + 3], lo2);
-    b[i + 3] = __builtin_shuffle(a[i + 1], a[i + 3], hi2);
+    b[i] = Shuffle<0, 1, 8, 9, 4, 5, 12, 13>(a[i], a[i + 2]);
+    b[i + 1] = Shuffle<2, 3, 10, 11, 6, 7, 14, 15>(a[i], a[i + 2]);
+    b[i + 2] = Shuffle<0, 1, 8, 9, 4, 5, 12, 13>(a[i + 1], a[i + 3]);
+    b[i + 3] = Shuffle<2, 3, 10, 11, 6, 7, 14, 15>(a[i + 1], a[i + 3]);
   }
   for (int i = 0; i < 4; ++i) {
-    r[i] = __builtin_shuffle(b[i], b[i + 4], first);
-    r[i + 4] = __builtin_shuffle(b[i], b[i + 4], second);
+    r[i] = Shuffle<0, 1, 2, 3, 8, 9, 10, 11>(b[i], b[i + 4]);
+    r[i + 4] = Shuffle<4, 5, 6, 7, 12, 13, 14, 15>(b[i], b[i + 4]);
   }
 }
 
