@@ -8,37 +8,12 @@
 
 #include "gtest/gtest.h"
 
+#include "caffe/test/test_permutohedral_data.hpp"
 #include "caffe/util/permutohedral.hpp"
 
 namespace caffe {
 
 namespace {
-
-// A smooth C-channel test image in [28, 228], or uniform noise.
-std::vector<float> MakeImage(int channels, int height, int width, bool noise,
-                             unsigned int seed = 7) {
-  std::vector<float> image(channels * height * width);
-  for (int c = 0; c < channels; ++c) {
-    for (int y = 0; y < height; ++y) {
-      for (int x = 0; x < width; ++x) {
-        seed = seed * 1103515245u + 12345u;
-        image[(c * height + y) * width + x] = noise
-            ? (seed >> 8) % 256
-            : 128 + 100 * std::sin(x / 7.0 + c) * std::cos(y / 5.0);
-      }
-    }
-  }
-  return image;
-}
-
-std::vector<float> MakeValues(int count, unsigned int seed = 3) {
-  std::vector<float> values(count);
-  for (int i = 0; i < count; ++i) {
-    seed = seed * 1103515245u + 12345u;
-    values[i] = ((seed >> 8) % 1000) / 1000.0f;
-  }
-  return values;
-}
 
 // out = G in with G_ij = exp(-|f_i - f_j|^2 / 2), planar features and
 // values.

@@ -15,6 +15,7 @@
 
 #include "gtest/gtest.h"
 
+#include "caffe/test/test_permutohedral_data.hpp"
 #include "caffe/util/permutohedral.hpp"
 
 namespace caffe {
@@ -22,33 +23,6 @@ namespace caffe {
 namespace {
 
 typedef rloss_portable::PermutohedralLattice PortableLattice;
-
-// n pseudo-random floats in [lo, hi).
-std::vector<float> Uniform(int n, float lo, float hi, unsigned int seed) {
-  std::vector<float> out(n);
-  for (int i = 0; i < n; ++i) {
-    seed = seed * 1664525u + 1013904223u;
-    out[i] = lo + (hi - lo) * ((seed >> 8) / 16777216.0f);
-  }
-  return out;
-}
-
-// A 3-channel image: smooth shading plus noise of the given amplitude.
-std::vector<float> Photo(int height, int width, float noise) {
-  const std::vector<float> grain = Uniform(3 * height * width, -noise, noise,
-                                           11);
-  std::vector<float> image(grain.size());
-  for (int c = 0; c < 3; ++c) {
-    for (int y = 0; y < height; ++y) {
-      for (int x = 0; x < width; ++x) {
-        const int i = (c * height + y) * width + x;
-        image[i] = 120 + 90 * std::sin(0.09 * x + 2 * c) *
-            std::cos(0.07 * y - c) + grain[i];
-      }
-    }
-  }
-  return image;
-}
 
 // Relative L2 distance of b from a.
 double Distance(const std::vector<float>& a, const std::vector<float>& b) {
@@ -69,7 +43,7 @@ void ExpectSameFiltering(PermutohedralLattice* dispatched, Lattice* portable,
                          int value_size) {
   ASSERT_EQ(dispatched->num_vertices(), portable->num_vertices());
   const int n = dispatched->num_points();
-  const std::vector<float> in = Uniform(value_size * n, 0, 1, 5);
+  const std::vector<float> in = MakeValues(value_size * n, 5);
   dispatched->Splat(in.data(), value_size);
   dispatched->Blur();
   portable->Splat(in.data(), value_size);
@@ -90,8 +64,8 @@ void ExpectSameFiltering(PermutohedralLattice* dispatched, Lattice* portable,
 
 TEST(PermutohedralPortableTest, TestBilateralMatchesDispatched) {
   const int height = 61, width = 67;  // rows that are not whole vectors
-  for (float noise : {0.0f, 30.0f}) {
-    const std::vector<float> image = Photo(height, width, noise);
+  for (bool noise : {false, true}) {
+    const std::vector<float> image = MakeImage(3, height, width, noise);
     for (int value_size : {2, 21}) {
       PermutohedralLattice dispatched;
       PortableLattice portable;
@@ -109,7 +83,8 @@ TEST(PermutohedralPortableTest, TestBilateralMatchesDispatched) {
 TEST(PermutohedralPortableTest, TestOtherDimensionsMatchDispatched) {
   const int n = 3000;
   for (int dim : {1, 2, 3, 7, 10}) {
-    const std::vector<float> features = Uniform(dim * n, -4, 4, 17 + dim);
+    std::vector<float> features = MakeValues(dim * n, 17 + dim);
+    for (float& f : features) f = 8 * f - 4;  // in [-4, 4)
     PermutohedralLattice dispatched;
     PortableLattice portable;
     dispatched.Init(features.data(), dim, n);
