@@ -18,9 +18,11 @@
 #include "caffe/util/permutohedral.hpp"
 
 // The hot loops are compiled twice, for AVX2/FMA and for the baseline ISA;
-// the loader picks one for the CPU it runs on. GCC only: clang refuses the
-// clones' calls that pass 8-lane vectors by value to the shared helpers (it
-// runs the portable path, with the AVX2 lookups where the CPU has them).
+// the loader picks one for the CPU it runs on, and the loops run 8-lane
+// vectors in the first, 4-lane ones in the second (see Vec). GCC only: clang
+// refuses the clones' calls that pass 8-lane vectors by value to the shared
+// helpers (it runs the portable path, with the AVX2 lookups where the CPU
+// has them).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     defined(__linux__) && !defined(RLOSS_PORTABLE_ONLY)
 #define RLOSS_VECTOR_CLONES \
@@ -131,23 +133,38 @@ struct CellPacking {
   }
 };
 
-typedef float Float8 __attribute__((vector_size(32)));
-typedef int Int8 __attribute__((vector_size(32)));
+// Vectors of kW floats or ints: 8 where the hot loops run AVX2 (the
+// x86-64-v3 clones), 4 in the portable ones, one SSE or NEON register. GCC
+// keeps such a vector in a register, but splits an 8-lane one on those ISAs
+// through the stack (its portable path took 4x clang's time so).
+template <int kW>
+struct Vec {
+  typedef float F __attribute__((vector_size(4 * kW)));
+  typedef int I __attribute__((vector_size(4 * kW)));
+};
+typedef Vec<8>::F Float8;
+typedef Vec<8>::I Int8;
+const int kPortableLanes = 4;
 
 // memcpy is the portable unaligned vector load and store; caffe_copy would
 // tie the lattice to Caffe.
-inline Float8 Load8(const float* p) {
-  Float8 v;
+template <typename V, typename T>
+RLOSS_INLINE V LoadV(const T* p) {
+  V v;
   std::memcpy(&v, p, sizeof(v));  // NOLINT(caffe/alt_fn)
   return v;
 }
 
-inline void Store8(float* p, Float8 v) {
+template <typename T, typename V>
+RLOSS_INLINE void StoreV(T* p, V v) {
   std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
 }
 
-inline void Store8(int* p, Int8 v) {
-  std::memcpy(p, &v, sizeof(v));  // NOLINT(caffe/alt_fn)
+// 0, 1, ..., kW - 1.
+template <int kW>
+RLOSS_INLINE typename Vec<kW>::I Iota() {
+  static const int kIota[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  return LoadV<typename Vec<kW>::I>(kIota);
 }
 
 // Stores the first d1 <= 8 lanes of v at p: as one vector store where wide
@@ -180,8 +197,20 @@ RLOSS_INLINE Float8 Shuffle(Float8 a, Float8 b) {
 #endif
 }
 
-// Transposes an 8 x 8 block in registers (unpack, shuffle, swap halves).
-RLOSS_INLINE void Transpose8(Float8 r[8]) {
+// The same for 4 lanes (0-3 a's, 4-7 b's).
+template <int i0, int i1, int i2, int i3>
+RLOSS_INLINE Vec<4>::F Shuffle(Vec<4>::F a, Vec<4>::F b) {
+#ifdef __clang__
+  return __builtin_shufflevector(a, b, i0, i1, i2, i3);
+#else
+  const Vec<4>::I order = {i0, i1, i2, i3};
+  return __builtin_shuffle(a, b, order);
+#endif
+}
+
+// Transposes a square block of kW vectors in registers: unpack, shuffle,
+// then for 8 lanes swap halves.
+RLOSS_INLINE void Transpose(Float8 r[8]) {
   Float8 a[8], b[8];
   for (int i = 0; i < 8; i += 2) {
     a[i] = Shuffle<0, 8, 1, 9, 4, 12, 5, 13>(r[i], r[i + 1]);
@@ -197,6 +226,17 @@ RLOSS_INLINE void Transpose8(Float8 r[8]) {
     r[i] = Shuffle<0, 1, 2, 3, 8, 9, 10, 11>(b[i], b[i + 4]);
     r[i + 4] = Shuffle<4, 5, 6, 7, 12, 13, 14, 15>(b[i], b[i + 4]);
   }
+}
+
+RLOSS_INLINE void Transpose(Vec<4>::F r[4]) {
+  const Vec<4>::F a0 = Shuffle<0, 4, 1, 5>(r[0], r[1]);
+  const Vec<4>::F a1 = Shuffle<2, 6, 3, 7>(r[0], r[1]);
+  const Vec<4>::F a2 = Shuffle<0, 4, 1, 5>(r[2], r[3]);
+  const Vec<4>::F a3 = Shuffle<2, 6, 3, 7>(r[2], r[3]);
+  r[0] = Shuffle<0, 1, 4, 5>(a0, a2);
+  r[1] = Shuffle<2, 3, 6, 7>(a0, a2);
+  r[2] = Shuffle<0, 1, 4, 5>(a1, a3);
+  r[3] = Shuffle<2, 3, 6, 7>(a1, a3);
 }
 
 }  // namespace
@@ -234,29 +274,30 @@ struct PermutohedralLattice::FeatureSource {
     }
   }
 
-  // Features 0 .. dim-1 of points first .. first + 7, all in range.
-  template <int kDim>
-  RLOSS_INLINE void Load(size_t first, Float8 f[kDim]) const {
+  // Features 0 .. dim-1 of points first .. first + kW - 1, all in range.
+  template <int kDim, int kW>
+  RLOSS_INLINE void Load(size_t first, typename Vec<kW>::F f[kDim]) const {
+    typedef typename Vec<kW>::F F;
     if (width == 0) {
-      for (int i = 0; i < kDim; ++i) f[i] = Load8(planes + i * plane + first);
+      for (int i = 0; i < kDim; ++i) {
+        f[i] = LoadV<F>(planes + i * plane + first);
+      }
       return;
     }
     const int y = static_cast<int>(first / width);
     const int x = static_cast<int>(first - static_cast<size_t>(y) * width);
-    if (x + 8 <= width) {  // one row
-      const Int8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
-      f[0] = __builtin_convertvector(lane + x, Float8) / sigma_xy;
-      const float row = y / sigma_xy;
-      f[1] = Float8{row, row, row, row, row, row, row, row};
+    if (x + kW <= width) {  // one row
+      f[0] = __builtin_convertvector(Iota<kW>() + x, F) / sigma_xy;
+      f[1] = F() + y / sigma_xy;
     } else {
-      float xs[8], ys[8];  // the row wraps
-      Copy(0, first, 8, xs);
-      Copy(1, first, 8, ys);
-      f[0] = Load8(xs);
-      f[1] = Load8(ys);
+      float xs[kW], ys[kW];  // the row wraps
+      Copy(0, first, kW, xs);
+      Copy(1, first, kW, ys);
+      f[0] = LoadV<F>(xs);
+      f[1] = LoadV<F>(ys);
     }
     for (int i = 2; i < kDim; ++i) {
-      f[i] = Load8(planes + (i - 2) * plane + first) / sigma_rgb;
+      f[i] = LoadV<F>(planes + (i - 2) * plane + first) / sigma_rgb;
     }
   }
 };
@@ -381,8 +422,9 @@ RLOSS_INLINE void SimplexBlockAny(const FeatureSource& features,
 // Puts a and b in ascending order, lane by lane: a compare and two blends
 // (GCC does not turn the selects into min and max), on any ISA.
 struct BlendOrder {
-  static RLOSS_INLINE void MinMax(Float8* a, Float8* b) {
-    const Float8 lo = *a < *b ? *a : *b, hi = *a < *b ? *b : *a;
+  template <typename F>
+  static RLOSS_INLINE void MinMax(F* a, F* b) {
+    const F lo = *a < *b ? *a : *b, hi = *a < *b ? *b : *a;
     *a = lo;
     *b = hi;
   }
@@ -408,8 +450,8 @@ struct MinMaxOrder {
 
 // Sorts n vectors lane by lane, ascending: for n = 6 the 12-comparator
 // network, else odd-even transposition (n rounds).
-template <int n, typename Order>
-RLOSS_INLINE void SortAscending(Float8 x[]) {
+template <int n, typename Order, typename F>
+RLOSS_INLINE void SortAscending(F x[]) {
   if (n == 6) {
     static const int pair[12][2] = {{0, 5}, {1, 3}, {2, 4}, {1, 2}, {3, 4},
         {0, 3}, {2, 5}, {0, 1}, {2, 3}, {4, 5}, {1, 2}, {3, 4}};
@@ -423,62 +465,64 @@ RLOSS_INLINE void SortAscending(Float8 x[]) {
   }
 }
 
-// SimplexBlockAny for a dimension known at compile time, 8 points at a time
+// SimplexBlockAny for a dimension known at compile time, kW points at a time
 // in registers: the same arithmetic, written on vectors so that nothing
 // round-trips through memory. elevated and rank are not used. Order sorts
 // (BlendOrder or MinMaxOrder).
-template <int kDim, typename Order>
+template <int kDim, typename Order, int kW>
 RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
     size_t start, int n, int wide, const float* scale, float* rem0_out,
     float* weight, int* mask_out) {
+  typedef typename Vec<kW>::F F;
+  typedef typename Vec<kW>::I I;
   const int d1 = kDim + 1;
-  static_assert(d1 <= 8, "weights are transposed in one 8 x 8 block");
+  static_assert(d1 <= 8, "a point's weights fill at most 8 lanes");
+  // The weights are transposed in blocks of kW x kW: kRows rows of them.
+  const int kRows = (d1 + kW - 1) / kW * kW;
   const float down = 1.0f / d1;
-  const Int8 zero = {0}, one = zero + 1;
-  const Float8 fzero = {0};
-  for (int b0 = 0; b0 < kBlock; b0 += 8) {
-    const int m = std::min(8, n - b0);
-    if (m <= 0) break;  // lanes past n are only read in whole groups of 8
-    Float8 f[kDim];
-    if (m == 8) {
-      features.Load<kDim>(start + b0, f);
+  const I zero = I(), one = zero + 1;
+  for (int b0 = 0; b0 < kBlock; b0 += kW) {
+    const int m = std::min(kW, n - b0);
+    if (m <= 0) break;  // lanes past n are only read in whole groups
+    F f[kDim];
+    if (m == kW) {
+      features.Load<kDim, kW>(start + b0, f);
     } else {  // the block's last points, zero-padded
-      float padded[8] = {0};
+      float padded[kW] = {0};
       for (int i = 0; i < kDim; ++i) {
         features.Copy(i, start + b0, m, padded);
-        f[i] = Load8(padded);
+        f[i] = LoadV<F>(padded);
       }
     }
-    Float8 elevated[kDim + 1];
-    Float8 sum = fzero;
+    F elevated[kDim + 1];
+    F sum = F();
     for (int j = kDim; j > 0; --j) {
       const int i = j - 1;
-      const Float8 cf = f[i] * scale[i];
+      const F cf = f[i] * scale[i];
       elevated[j] = sum - static_cast<float>(j) * cf;
       sum += cf;
     }
     elevated[0] = sum;
     // Nearest remainder-0 point: ceil(e / d1 - 1/2), ties down. Only the
     // residuals e - rem0 are kept in registers (there are too few for more).
-    Int8 coord_sum = zero;
-    Float8 resid[kDim + 1];
+    I coord_sum = zero;
+    F resid[kDim + 1];
     for (int i = 0; i < d1; ++i) {
-      const Float8 y = elevated[i] * down - 0.5f;
-      Float8 r = __builtin_convertvector(__builtin_convertvector(y, Int8),
-                                         Float8);
+      const F y = elevated[i] * down - 0.5f;
+      F r = __builtin_convertvector(__builtin_convertvector(y, I), F);
       r = r < y ? r + 1.0f : r;
       resid[i] = elevated[i] - r * static_cast<float>(d1);
-      Store8(rem0_out + i * kBlock + b0, r * static_cast<float>(d1));
-      coord_sum += __builtin_convertvector(r, Int8);
+      StoreV(rem0_out + i * kBlock + b0, r * static_cast<float>(d1));
+      coord_sum += __builtin_convertvector(r, I);
     }
     // rank_i counts the coordinates ahead of i: larger residuals, and equal
     // ones of lower index. rank_j starts at j, the count if every earlier
     // one were ahead of it; less (-1 where true) moves one back.
-    Int8 rank[kDim + 1];
+    I rank[kDim + 1];
     for (int i = 0; i < d1; ++i) rank[i] = zero + i;
     for (int i = 0; i < kDim; ++i) {
       for (int j = i + 1; j < d1; ++j) {
-        const Int8 less = resid[i] < resid[j];
+        const I less = resid[i] < resid[j];
         rank[i] -= less;
         rank[j] += less;
       }
@@ -489,89 +533,100 @@ RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
     // 0 .. r - 1. (Rank 0's field, the last, is never read: its bits may
     // fall off the top.)
     static_assert(kDim * d1 <= 32, "the fields read fit in an int");
-    Int8 enter = zero;
+    I enter = zero;
     for (int i = 0; i < d1; ++i) {
-      const Int8 r = rank[i] + coord_sum;
-      const Int8 shift = (r > kDim) - (r < 0);  // +1 below 0, -1 above dim
-      const Int8 ri = r + shift * d1;
-      const Float8 step = __builtin_convertvector(shift * d1, Float8);
+      const I r = rank[i] + coord_sum;
+      const I shift = (r > kDim) - (r < 0);  // +1 below 0, -1 above dim
+      const I ri = r + shift * d1;
+      const F step = __builtin_convertvector(shift * d1, F);
       resid[i] = (resid[i] - step) * down;  // now v_i of SimplexBlockAny
-      const Float8 cell = Load8(rem0_out + i * kBlock + b0) + step;
-      Store8(rem0_out + i * kBlock + b0, cell);
+      const F cell = LoadV<F>(rem0_out + i * kBlock + b0) + step;
+      StoreV(rem0_out + i * kBlock + b0, cell);
       enter |= (one << i) << ((kDim - ri) * d1);  // per-lane shift
     }
-    Int8 mask = zero;
+    I mask = zero;
     for (int j = 0; j < d1; ++j) {
-      Store8(mask_out + j * kBlock + b0, mask);
+      StoreV(mask_out + j * kBlock + b0, mask);
       if (j < kDim) mask |= (enter >> (d1 * j)) & ((1 << d1) - 1);
     }
     // u_j is the v ranked dim - j: the v in ascending order. A sorting
     // network of min/max gives them (equal values are the same bits, so
     // the order among ties does not matter here).
-    Float8 u[kDim + 1];
+    F u[kDim + 1];
     for (int i = 0; i < d1; ++i) u[i] = resid[i];
     SortAscending<d1, Order>(u);
-    Float8 w[8] = {};  // rows d1.. stay 0; their columns are not stored
+    F w[kRows] = {};  // rows d1.. stay 0; their columns are not stored
     w[0] = 1.0f + u[0] - u[kDim];
     for (int j = 1; j < d1; ++j) w[j] = u[j] - u[j - 1];
-    Transpose8(w);
+    for (int c = 0; c < kRows; c += kW) Transpose(w + c);
+    // Point b's weights c.. are row b of block c: stored in block order,
+    // so that a row's lanes past d1 land where the next store writes.
     for (int b = 0; b < m; ++b) {
-      StoreRow(weight + (b0 + b) * d1, w[b], d1, b0 + b < wide);
+      for (int c = 0; c < d1; c += kW) {
+        StoreRow(weight + (b0 + b) * d1 + c, w[c + b], std::min(kW, d1 - c),
+                 b0 + b < wide);
+      }
     }
   }
 }
 
-// Five features (x, y and RGB) are the common case: unrolled for them.
+// Five features (x, y and RGB) are the common case: unrolled for them, in
+// the portable path's vectors (x86-64-v3 CPUs run SimplexBlock5Avx2).
 RLOSS_VECTOR_CLONES
 void SimplexBlock(const FeatureSource& features, size_t start, int dim,
     int n, int wide, const float* scale, float* elevated, float* rem0,
     float* rank, float* bary, int* mask, float* weight) {
   if (dim == 5) {
-    SimplexBlockFixed<5, BlendOrder>(features, start, n, wide, scale, rem0,
-                                     weight, mask);
+    SimplexBlockFixed<5, BlendOrder, kPortableLanes>(features, start, n,
+        wide, scale, rem0, weight, mask);
   } else {
     SimplexBlockAny(features, start, dim, n, scale, elevated, rem0, rank, bary,
                     mask, weight);
   }
 }
 
+// What target_clones' "arch=x86-64-v3" clones ask of the CPU (false where
+// none are built).
 #ifdef RLOSS_HAVE_V3
-// What target_clones' "arch=x86-64-v3" clones ask of the CPU.
 inline bool CpuIsV3() { return __builtin_cpu_supports("x86-64-v3"); }
+#else
+inline bool CpuIsV3() { return false; }
+#endif
 
-// Five features on x86-64-v3 with the sorting network on min and max, which
-// the baseline clone of SimplexBlock cannot run: a function of its own,
-// picked at run time. The same bits as SimplexBlock's x86-64-v3 clone.
+#ifdef RLOSS_HAVE_V3
+// Five features on x86-64-v3: 8 points a vector, and the sorting network on
+// min and max, which the baseline clone of SimplexBlock cannot run. A
+// function of its own, picked at run time.
 __attribute__((target("arch=x86-64-v3"))) void SimplexBlock5Avx2(
     const FeatureSource& features, size_t start, int n, int wide,
     const float* scale, float* rem0, int* mask, float* weight) {
-  SimplexBlockFixed<5, MinMaxOrder>(features, start, n, wide, scale, rem0,
-                                    weight, mask);
+  SimplexBlockFixed<5, MinMaxOrder, 8>(features, start, n, wide, scale, rem0,
+                                       weight, mask);
 }
 #endif
 
 
 // tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
-// zero for k in [vs, stride): planar values to interleaved rows. Eight planes
-// at a time: where the plane size is near a multiple of 4 KiB all planes map
-// to the same L1 sets, and more streams than the cache has ways would evict
-// each other.
-RLOSS_VECTOR_CLONES
-void GatherTile(const float* in, size_t plane, int vs, int nt,
+// zero for k in [vs, stride): planar values to interleaved rows, in kW x kW
+// blocks. kW planes at a time: where the plane size is near a multiple of
+// 4 KiB all planes map to the same L1 sets, and more streams than the cache
+// has ways would evict each other.
+template <int kW>
+RLOSS_INLINE void GatherRows(const float* in, size_t plane, int vs, int nt,
     const float* point_weight, int stride, float* tile) {
-  const int whole = nt / 8 * 8;
-  for (int k0 = 0; k0 < stride; k0 += 8) {
-    const int planes = std::max(0, std::min(8, vs - k0));
-    for (int t0 = 0; t0 < whole; t0 += 8) {
-      Float8 w = {1, 1, 1, 1, 1, 1, 1, 1};
-      if (point_weight) w = Load8(point_weight + t0);
-      Float8 r[8];
-      for (int i = 0; i < 8; ++i) {
-        const Float8 zero = {0};
-        r[i] = i < planes ? Load8(in + (k0 + i) * plane + t0) * w : zero;
+  typedef typename Vec<kW>::F F;
+  const int whole = nt / kW * kW;
+  for (int k0 = 0; k0 < stride; k0 += kW) {
+    const int planes = std::max(0, std::min(kW, vs - k0));
+    for (int t0 = 0; t0 < whole; t0 += kW) {
+      F w = F() + 1.0f;
+      if (point_weight) w = LoadV<F>(point_weight + t0);
+      F r[kW];
+      for (int i = 0; i < kW; ++i) {
+        r[i] = i < planes ? LoadV<F>(in + (k0 + i) * plane + t0) * w : F();
       }
-      Transpose8(r);
-      for (int i = 0; i < 8; ++i) Store8(tile + (t0 + i) * stride + k0, r[i]);
+      Transpose(r);
+      for (int i = 0; i < kW; ++i) StoreV(tile + (t0 + i) * stride + k0, r[i]);
     }
   }
   for (int t = whole; t < nt; ++t) {
@@ -582,29 +637,56 @@ void GatherTile(const float* in, size_t plane, int vs, int nt,
   }
 }
 
-// out[k * plane + t] = scale * point_weight[t] * tile[t * stride + k]:
-// interleaved rows back to planar values, eight planes at a time as in
-// GatherTile.
+// GatherRows in 8 lanes on x86-64-v3 CPUs (in that clone), else in the
+// portable path's.
 RLOSS_VECTOR_CLONES
-void ScatterTile(const float* tile, int nt, int vs, int stride,
+void GatherTile(const float* in, size_t plane, int vs, int nt,
+    const float* point_weight, int stride, float* tile, bool v3) {
+  if (v3) {
+    GatherRows<8>(in, plane, vs, nt, point_weight, stride, tile);
+  } else {
+    GatherRows<kPortableLanes>(in, plane, vs, nt, point_weight, stride, tile);
+  }
+}
+
+// out[k * plane + t] = scale * point_weight[t] * tile[t * stride + k]:
+// interleaved rows back to planar values, kW planes at a time as in
+// GatherRows.
+template <int kW>
+RLOSS_INLINE void ScatterRows(const float* tile, int nt, int vs, int stride,
     float scale, const float* point_weight, size_t plane, float* out) {
-  const int whole = nt / 8 * 8;
-  for (int k0 = 0; k0 < vs; k0 += 8) {
-    const int planes = std::min(8, vs - k0);
-    for (int t0 = 0; t0 < whole; t0 += 8) {
-      Float8 w = {scale, scale, scale, scale, scale, scale, scale, scale};
-      if (point_weight) w *= Load8(point_weight + t0);
-      Float8 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = Load8(tile + (t0 + i) * stride + k0);
-      Transpose8(r);
+  typedef typename Vec<kW>::F F;
+  const int whole = nt / kW * kW;
+  for (int k0 = 0; k0 < vs; k0 += kW) {
+    const int planes = std::min(kW, vs - k0);
+    for (int t0 = 0; t0 < whole; t0 += kW) {
+      F w = F() + scale;
+      if (point_weight) w *= LoadV<F>(point_weight + t0);
+      F r[kW];
+      for (int i = 0; i < kW; ++i) {
+        r[i] = LoadV<F>(tile + (t0 + i) * stride + k0);
+      }
+      Transpose(r);
       for (int i = 0; i < planes; ++i) {
-        Store8(out + (k0 + i) * plane + t0, r[i] * w);
+        StoreV(out + (k0 + i) * plane + t0, r[i] * w);
       }
     }
   }
   for (int t = whole; t < nt; ++t) {
     const float w = point_weight ? scale * point_weight[t] : scale;
     for (int k = 0; k < vs; ++k) out[k * plane + t] = w * tile[t * stride + k];
+  }
+}
+
+RLOSS_VECTOR_CLONES
+void ScatterTile(const float* tile, int nt, int vs, int stride,
+    float scale, const float* point_weight, size_t plane, float* out,
+    bool v3) {
+  if (v3) {
+    ScatterRows<8>(tile, nt, vs, stride, scale, point_weight, plane, out);
+  } else {
+    ScatterRows<kPortableLanes>(tile, nt, vs, stride, scale, point_weight,
+                                plane, out);
   }
 }
 
@@ -638,27 +720,31 @@ struct TilePrefetch {
 };
 
 // acc[vertex rows] += weight * tile[t] for n points of one tile, channels
-// [k0, k0 + 8 V): each point's V vectors stay in registers over its vertices.
-// kD1 > 0 fixes the vertices per point, kStride > 0 the row stride, at
-// compile time (0: d1, stride).
-template <int V, int kD1, int kStride>
+// [k0, k0 + kFloats), in vectors of kW lanes: each point's values stay in
+// registers over its vertices. kD1 > 0 fixes the vertices per point,
+// kStride > 0 the row stride, at compile time (0: d1, stride).
+template <int kW, int kFloats, int kD1, int kStride>
 struct SplatColumns {
   static RLOSS_INLINE void Run(const float* tile, int n, int dyn_d1,
       int dyn_stride, int k0, const int* vertex, const float* weight,
       float* acc, TilePrefetch* ahead) {
+    typedef typename Vec<kW>::F F;
+    const int V = kFloats / kW;
     const int d1 = kD1 ? kD1 : dyn_d1;
     const int stride = kStride ? kStride : dyn_stride;
     for (int t = 0; t < n; ++t) {
       if (t % 4 == 0) ahead->Issue<0>();
-      Float8 x[V];
-      for (int j = 0; j < V; ++j) x[j] = Load8(tile + t * stride + k0 + 8 * j);
+      F x[V];
+      for (int j = 0; j < V; ++j) {
+        x[j] = LoadV<F>(tile + t * stride + k0 + kW * j);
+      }
       const int* v = vertex + t * d1;
       const float* w = weight + t * d1;
       for (int r = 0; r < d1; ++r) {
         float* row = acc + static_cast<size_t>(v[r]) * stride + k0;
         const float wr = w[r];
         for (int j = 0; j < V; ++j) {
-          Store8(row + 8 * j, Load8(row + 8 * j) + wr * x[j]);
+          StoreV(row + kW * j, LoadV<F>(row + kW * j) + wr * x[j]);
         }
       }
     }
@@ -666,64 +752,67 @@ struct SplatColumns {
 };
 
 // tile[t] = sum_r weight * values[vertex rows] for n points of one tile,
-// channels [k0, k0 + 8 V), with V independent accumulators per point.
-template <int V, int kD1, int kStride>
+// channels [k0, k0 + kFloats), with an accumulator per vector of a point.
+template <int kW, int kFloats, int kD1, int kStride>
 struct SliceColumns {
   static RLOSS_INLINE void Run(const float* values, int n, int dyn_d1,
       int dyn_stride, int k0, const int* vertex, const float* weight,
       float* tile, TilePrefetch* ahead) {
+    typedef typename Vec<kW>::F F;
+    const int V = kFloats / kW;
     const int d1 = kD1 ? kD1 : dyn_d1;
     const int stride = kStride ? kStride : dyn_stride;
     for (int t = 0; t < n; ++t) {
       if (t % 4 == 0) ahead->Issue<1>();
       const int* v = vertex + t * d1;
       const float* w = weight + t * d1;
-      Float8 acc[V];
-      for (int j = 0; j < V; ++j) acc[j] = Float8{0, 0, 0, 0, 0, 0, 0, 0};
+      F acc[V];
+      for (int j = 0; j < V; ++j) acc[j] = F();
       for (int r = 0; r < d1; ++r) {
         const float* row = values + static_cast<size_t>(v[r]) * stride + k0;
         const float wr = w[r];
-        for (int j = 0; j < V; ++j) acc[j] += wr * Load8(row + 8 * j);
+        for (int j = 0; j < V; ++j) acc[j] += wr * LoadV<F>(row + kW * j);
       }
       for (int j = 0; j < V; ++j) {
-        Store8(tile + t * stride + k0 + 8 * j, acc[j]);
+        StoreV(tile + t * stride + k0 + kW * j, acc[j]);
       }
     }
   }
 };
 
-// One pass of Columns over channels [k0, k0 + 8 V); a row of one pass gets
-// its stride at compile time.
-template <template <int, int, int> class Columns, int kD1, int V>
+// One pass of Columns over channels [k0, k0 + kFloats); a row of one pass
+// gets its stride at compile time.
+template <template <int, int, int, int> class Columns, int kW, int kD1,
+          int kFloats>
 RLOSS_INLINE void Pass(const float* in, int n, int d1, int stride, int k0,
     const int* vertex, const float* weight, float* out, TilePrefetch* ahead) {
-  if (stride == 8 * V) {
-    Columns<V, kD1, 8 * V>::Run(in, n, d1, stride, k0, vertex, weight, out,
-                                ahead);
+  if (stride == kFloats) {
+    Columns<kW, kFloats, kD1, kFloats>::Run(in, n, d1, stride, k0, vertex,
+                                            weight, out, ahead);
   } else {
-    Columns<V, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight, out,
-                            ahead);
+    Columns<kW, kFloats, kD1, 0>::Run(in, n, d1, stride, k0, vertex, weight,
+                                      out, ahead);
   }
 }
 
-// Runs Columns over the row's channels, up to four vectors at a time; the
-// prefetches of ahead are spread over all the passes.
-template <template <int, int, int> class Columns, int kD1>
+// Runs Columns over the row's channels, up to 32 at a time; the prefetches
+// of ahead are spread over all the passes.
+template <template <int, int, int, int> class Columns, int kW, int kD1>
 RLOSS_INLINE void ByColumns(const float* in, int n, int d1, int stride,
     const int* vertex, const float* weight, float* out, TilePrefetch* ahead) {
   for (int k0 = 0; k0 < stride; k0 += 4 * kLanes) {
     switch (std::min(4, (stride - k0) / kLanes)) {
-      case 1: Pass<Columns, kD1, 1>(in, n, d1, stride, k0, vertex, weight,
-                                    out, ahead);
+      case 1: Pass<Columns, kW, kD1, 8>(in, n, d1, stride, k0, vertex, weight,
+                                        out, ahead);
               break;
-      case 2: Pass<Columns, kD1, 2>(in, n, d1, stride, k0, vertex, weight,
-                                    out, ahead);
+      case 2: Pass<Columns, kW, kD1, 16>(in, n, d1, stride, k0, vertex,
+                                         weight, out, ahead);
               break;
-      case 3: Pass<Columns, kD1, 3>(in, n, d1, stride, k0, vertex, weight,
-                                    out, ahead);
+      case 3: Pass<Columns, kW, kD1, 24>(in, n, d1, stride, k0, vertex,
+                                         weight, out, ahead);
               break;
-      default: Pass<Columns, kD1, 4>(in, n, d1, stride, k0, vertex, weight,
-                                     out, ahead);
+      default: Pass<Columns, kW, kD1, 32>(in, n, d1, stride, k0, vertex,
+                                          weight, out, ahead);
     }
   }
 }
@@ -733,29 +822,40 @@ inline int Visits(int n, int stride) {
   return n * ((stride + 4 * kLanes - 1) / (4 * kLanes));
 }
 
+// Columns over a tile: in 8 lanes on x86-64-v3 CPUs (in that clone), else in
+// the portable path's, and with six vertices a point (five features: x, y
+// and three colours) fixed at compile time.
+template <template <int, int, int, int> class Columns>
+RLOSS_INLINE void ColumnsOfTile(const float* in, int n, int d1, int stride,
+    const int* vertex, const float* weight, float* out, TilePrefetch* ahead,
+    bool v3) {
+  if (v3 && d1 == 6) {
+    ByColumns<Columns, 8, 6>(in, n, d1, stride, vertex, weight, out, ahead);
+  } else if (v3) {
+    ByColumns<Columns, 8, 0>(in, n, d1, stride, vertex, weight, out, ahead);
+  } else if (d1 == 6) {
+    ByColumns<Columns, kPortableLanes, 6>(in, n, d1, stride, vertex, weight,
+                                          out, ahead);
+  } else {
+    ByColumns<Columns, kPortableLanes, 0>(in, n, d1, stride, vertex, weight,
+                                          out, ahead);
+  }
+}
+
 // ahead is taken by value so that its cursor stays in registers.
 RLOSS_VECTOR_CLONES
 void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
-    const float* weight, float* acc, TilePrefetch ahead) {
-  if (d1 == 6) {  // five features: x, y and three colours
-    ByColumns<SplatColumns, 6>(tile, n, d1, stride, vertex, weight, acc,
-                               &ahead);
-  } else {
-    ByColumns<SplatColumns, 0>(tile, n, d1, stride, vertex, weight, acc,
-                               &ahead);
-  }
+    const float* weight, float* acc, TilePrefetch ahead, bool v3) {
+  ColumnsOfTile<SplatColumns>(tile, n, d1, stride, vertex, weight, acc, &ahead,
+                              v3);
 }
 
 RLOSS_VECTOR_CLONES
 void SliceTile(const float* values, int n, int d1, int stride,
-    const int* vertex, const float* weight, float* tile, TilePrefetch ahead) {
-  if (d1 == 6) {
-    ByColumns<SliceColumns, 6>(values, n, d1, stride, vertex, weight, tile,
-                               &ahead);
-  } else {
-    ByColumns<SliceColumns, 0>(values, n, d1, stride, vertex, weight, tile,
-                               &ahead);
-  }
+    const int* vertex, const float* weight, float* tile, TilePrefetch ahead,
+    bool v3) {
+  ColumnsOfTile<SliceColumns>(values, n, d1, stride, vertex, weight, tile,
+                              &ahead, v3);
 }
 
 // sum[i] += part[i]
@@ -871,7 +971,7 @@ __attribute__((target("avx2"))) unsigned int LookupBlock(int dyn_dim, int n,
     for (int r = 0; r < d1; ++r) {
       rows[r] = reinterpret_cast<Float8>(_mm256_and_si256(v[r], ok));
     }
-    Transpose8(rows);
+    Transpose(rows);
     for (int p = 0; p < std::min(8, n - b); ++p) {
       StoreRow(vertex + (b + p) * d1, rows[p], d1, b + p < wide);
     }
@@ -1229,6 +1329,7 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
   splat_.assign(size, 0.0f);
   partial_.resize((serial ? std::min(chunks - 1, 1) : chunks - 1) * size);
   transposed_.resize(static_cast<size_t>(Threads()) * kTile * stride_);
+  const bool v3 = CpuIsV3();
   const int stride = stride_;
 #pragma omp parallel for schedule(static) if (!serial && chunks > 1)
   for (int c = 0; c < chunks; ++c) {
@@ -1247,9 +1348,9 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
       TilePrefetch ahead(later + kTile <= end ? in + later : NULL, n, vs,
                          Visits(nt, stride));
       GatherTile(in + p0, n, vs, nt,
-                 point_weight ? point_weight + p0 : NULL, stride, tile);
+                 point_weight ? point_weight + p0 : NULL, stride, tile, v3);
       SplatTile(tile, nt, d1, stride, &vertex_[static_cast<size_t>(p0) * d1],
-                &weight_[static_cast<size_t>(p0) * d1], acc, ahead);
+                &weight_[static_cast<size_t>(p0) * d1], acc, ahead, v3);
     }
     if (serial && c > 0) AddTo(acc, size, splat_.data());
   }
@@ -1305,6 +1406,7 @@ void PermutohedralLattice::Slice(float* out, float scale,
   const int tiles = (n + kTile - 1) / kTile;
   AlignedFloats& tiles_buffer = transposed_;
   tiles_buffer.resize(static_cast<size_t>(Threads()) * kTile * stride);
+  const bool v3 = CpuIsV3();
 #pragma omp parallel for schedule(static) if (!Nested())
   for (int i = 0; i < tiles; ++i) {
     const int p0 = i * kTile, nt = std::min(kTile, n - p0);
@@ -1315,9 +1417,9 @@ void PermutohedralLattice::Slice(float* out, float scale,
                        Visits(nt, stride));
     SliceTile(blurred_.data(), nt, d1, stride,
               &vertex_[static_cast<size_t>(p0) * d1],
-              &weight_[static_cast<size_t>(p0) * d1], tile, ahead);
+              &weight_[static_cast<size_t>(p0) * d1], tile, ahead, v3);
     ScatterTile(tile, nt, vs, stride, alpha,
-                point_weight ? point_weight + p0 : NULL, n, out + p0);
+                point_weight ? point_weight + p0 : NULL, n, out + p0, v3);
   }
 }
 
