@@ -586,10 +586,12 @@ void SimplexBlock(const FeatureSource& features, size_t start, int dim,
 }
 
 // What target_clones' "arch=x86-64-v3" clones ask of the CPU (false where
-// none are built).
+// none are built; there kHaveV3 compiles the 8-lane branches away).
 #ifdef RLOSS_HAVE_V3
+const bool kHaveV3 = true;
 inline bool CpuIsV3() { return __builtin_cpu_supports("x86-64-v3"); }
 #else
+const bool kHaveV3 = false;
 inline bool CpuIsV3() { return false; }
 #endif
 
@@ -642,7 +644,7 @@ RLOSS_INLINE void GatherRows(const float* in, size_t plane, int vs, int nt,
 RLOSS_VECTOR_CLONES
 void GatherTile(const float* in, size_t plane, int vs, int nt,
     const float* point_weight, int stride, float* tile, bool v3) {
-  if (v3) {
+  if (kHaveV3 && v3) {
     GatherRows<8>(in, plane, vs, nt, point_weight, stride, tile);
   } else {
     GatherRows<kPortableLanes>(in, plane, vs, nt, point_weight, stride, tile);
@@ -682,7 +684,7 @@ RLOSS_VECTOR_CLONES
 void ScatterTile(const float* tile, int nt, int vs, int stride,
     float scale, const float* point_weight, size_t plane, float* out,
     bool v3) {
-  if (v3) {
+  if (kHaveV3 && v3) {
     ScatterRows<8>(tile, nt, vs, stride, scale, point_weight, plane, out);
   } else {
     ScatterRows<kPortableLanes>(tile, nt, vs, stride, scale, point_weight,
@@ -829,9 +831,9 @@ template <template <int, int, int, int> class Columns>
 RLOSS_INLINE void ColumnsOfTile(const float* in, int n, int d1, int stride,
     const int* vertex, const float* weight, float* out, TilePrefetch* ahead,
     bool v3) {
-  if (v3 && d1 == 6) {
+  if (kHaveV3 && v3 && d1 == 6) {
     ByColumns<Columns, 8, 6>(in, n, d1, stride, vertex, weight, out, ahead);
-  } else if (v3) {
+  } else if (kHaveV3 && v3) {
     ByColumns<Columns, 8, 0>(in, n, d1, stride, vertex, weight, out, ahead);
   } else if (d1 == 6) {
     ByColumns<Columns, kPortableLanes, 6>(in, n, d1, stride, vertex, weight,
