@@ -1,9 +1,8 @@
 // The lattice as CPUs without AVX2 run it: no gathers, every point through
 // the scalar lookups, the compare-and-blend sorting network, 4-lane vectors,
-// kernels without FMA (compilers without target_clones, such as clang, run
-// the same search and kernels). On this project's machines that path is
-// never picked at run time, so it is compiled a second time here, in a
-// namespace of its own, and checked against the lattice the loader picked.
+// kernels without FMA. On this project's machines that path is never picked
+// at run time, so it is compiled a second time here, in a namespace of its
+// own, and checked against the lattice the dispatch picked.
 #include <cmath>
 #include <vector>
 

@@ -8,30 +8,26 @@
 #include <omp.h>
 #endif
 // RLOSS_PORTABLE_ONLY builds only the code every compiler and CPU gets (no
-// AVX2 paths, no clones): a test compiles the lattice so as well, to check
-// that path on machines that would never run it.
+// AVX2 paths): a test compiles the lattice so as well, to check that path on
+// machines that would never run it.
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(RLOSS_PORTABLE_ONLY)
 #include <immintrin.h>
 #define RLOSS_HAVE_AVX2 1
+// The hot loops are compiled twice: for x86-64-v3 CPUs (AVX2 and FMA; clang,
+// which cannot test for that level, gets AVX2 and FMA only) in 8-lane vectors,
+// as functions named ...V3, and for the baseline ISA in 4-lane ones (see
+// Vec). Each call picks one for the CPU it runs on.
+#define RLOSS_HAVE_V3 1
+#ifdef __clang__
+#define RLOSS_V3 __attribute__((target("avx2,fma")))
+#else
+#define RLOSS_V3 __attribute__((target("arch=x86-64-v3")))
+#endif
 #endif
 
 #include "caffe/util/permutohedral.hpp"
 
-// The hot loops are compiled twice, for AVX2/FMA and for the baseline ISA;
-// the loader picks one for the CPU it runs on, and the loops run 8-lane
-// vectors in the first, 4-lane ones in the second (see Vec). GCC only: clang
-// refuses the clones' calls that pass 8-lane vectors by value to the shared
-// helpers (it runs the portable path, with the AVX2 lookups where the CPU
-// has them).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__) && !defined(RLOSS_PORTABLE_ONLY)
-#define RLOSS_VECTOR_CLONES \
-  __attribute__((target_clones("arch=x86-64-v3", "default")))
-#define RLOSS_HAVE_V3 1  // code for x86-64-v3 CPUs, picked at run time
-#else
-#define RLOSS_VECTOR_CLONES
-#endif
-// Helpers of the cloned loops must be inlined into them: an out-of-line copy
+// Helpers of the V3 functions must be inlined into them: an out-of-line copy
 // would be compiled for the baseline ISA only.
 #ifdef __GNUC__
 #define RLOSS_INLINE inline __attribute__((always_inline))
@@ -40,8 +36,9 @@
 #endif
 // GCC and clang note that a vector passed by value has another ABI without
 // AVX; the 8-lane helpers that do so are internal and inlined, so no call
-// crosses it. (Clang refuses such a call from an AVX2 function outright;
-// see StoreRow.)
+// crosses it. (Clang refuses such a call made directly from an AVX2
+// function: the V3 functions call templates that take pointers, and
+// StoreRow takes a reference under clang.)
 #if defined(__clang__)
 #pragma clang diagnostic ignored "-Wpsabi"
 #elif defined(__GNUC__)
@@ -133,8 +130,8 @@ struct CellPacking {
   }
 };
 
-// Vectors of kW floats or ints: 8 where the hot loops run AVX2 (the
-// x86-64-v3 clones), 4 in the portable ones, one SSE or NEON register. GCC
+// Vectors of kW floats or ints: 8 where the hot loops run AVX2 (the V3
+// functions), 4 in the portable ones, one SSE or NEON register. GCC
 // keeps such a vector in a register, but splits an 8-lane one on those ISAs
 // through the stack (its portable path took 4x clang's time so).
 template <int kW>
@@ -430,7 +427,7 @@ struct BlendOrder {
   }
 };
 
-#ifdef RLOSS_HAVE_V3
+#if defined(RLOSS_HAVE_V3) && !defined(__clang__)
 // The same with vminps and vmaxps, one instruction each: min(a, b) is
 // a < b ? a : b and max(b, a) is a < b ? b : a, so the bits are BlendOrder's.
 // For AVX2 callers only. Inline assembly, since an intrinsic would need the
@@ -446,6 +443,11 @@ struct MinMaxOrder {
     *b = hi;
   }
 };
+typedef MinMaxOrder V3Order;
+#elif defined(RLOSS_HAVE_V3)
+// Clang makes vminps and vmaxps of BlendOrder's selects itself (and rejects
+// 8-lane "x" operands in a function without AVX).
+typedef BlendOrder V3Order;
 #endif
 
 // Sorts n vectors lane by lane, ascending: for n = 6 the 12-comparator
@@ -570,12 +572,45 @@ RLOSS_INLINE void SimplexBlockFixed(const FeatureSource& features,
   }
 }
 
-// Five features (x, y and RGB) are the common case: unrolled for them, in
-// the portable path's vectors (x86-64-v3 CPUs run SimplexBlock5Avx2).
-RLOSS_VECTOR_CLONES
+// Whether the CPU runs the V3 functions.
+#ifdef RLOSS_HAVE_V3
+inline bool CpuIsV3() {
+#ifdef __clang__
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return __builtin_cpu_supports("x86-64-v3");
+#endif
+}
+
+// The simplex search of a block on x86-64-v3: for five features (x, y and
+// RGB, the common case) unrolled, 8 points a vector, with the sorting network
+// on min and max.
+RLOSS_V3 void SimplexBlockV3(const FeatureSource& features, size_t start,
+    int dim, int n, int wide, const float* scale, float* elevated, float* rem0,
+    float* rank, float* bary, int* mask, float* weight) {
+  if (dim == 5) {
+    SimplexBlockFixed<5, V3Order, 8>(features, start, n, wide, scale, rem0,
+                                     weight, mask);
+  } else {
+    SimplexBlockAny(features, start, dim, n, scale, elevated, rem0, rank, bary,
+                    mask, weight);
+  }
+}
+#else
+inline bool CpuIsV3() { return false; }
+#endif
+
+// The same in the portable path (SimplexBlockV3 where v3).
 void SimplexBlock(const FeatureSource& features, size_t start, int dim,
     int n, int wide, const float* scale, float* elevated, float* rem0,
-    float* rank, float* bary, int* mask, float* weight) {
+    float* rank, float* bary, int* mask, float* weight, bool v3) {
+#ifdef RLOSS_HAVE_V3
+  if (v3) {
+    SimplexBlockV3(features, start, dim, n, wide, scale, elevated, rem0, rank,
+                   bary, mask, weight);
+    return;
+  }
+#endif
   if (dim == 5) {
     SimplexBlockFixed<5, BlendOrder, kPortableLanes>(features, start, n,
         wide, scale, rem0, weight, mask);
@@ -584,29 +619,6 @@ void SimplexBlock(const FeatureSource& features, size_t start, int dim,
                     mask, weight);
   }
 }
-
-// What target_clones' "arch=x86-64-v3" clones ask of the CPU (false where
-// none are built; there kHaveV3 compiles the 8-lane branches away).
-#ifdef RLOSS_HAVE_V3
-const bool kHaveV3 = true;
-inline bool CpuIsV3() { return __builtin_cpu_supports("x86-64-v3"); }
-#else
-const bool kHaveV3 = false;
-inline bool CpuIsV3() { return false; }
-#endif
-
-#ifdef RLOSS_HAVE_V3
-// Five features on x86-64-v3: 8 points a vector, and the sorting network on
-// min and max, which the baseline clone of SimplexBlock cannot run. A
-// function of its own, picked at run time.
-__attribute__((target("arch=x86-64-v3"))) void SimplexBlock5Avx2(
-    const FeatureSource& features, size_t start, int n, int wide,
-    const float* scale, float* rem0, int* mask, float* weight) {
-  SimplexBlockFixed<5, MinMaxOrder, 8>(features, start, n, wide, scale, rem0,
-                                       weight, mask);
-}
-#endif
-
 
 // tile[t * stride + k] = in[k * plane + t] * point_weight[t] for nt points,
 // zero for k in [vs, stride): planar values to interleaved rows, in kW x kW
@@ -639,16 +651,20 @@ RLOSS_INLINE void GatherRows(const float* in, size_t plane, int vs, int nt,
   }
 }
 
-// GatherRows in 8 lanes on x86-64-v3 CPUs (in that clone), else in the
-// portable path's.
-RLOSS_VECTOR_CLONES
+#ifdef RLOSS_HAVE_V3
+RLOSS_V3 void GatherTileV3(const float* in, size_t plane, int vs, int nt,
+    const float* point_weight, int stride, float* tile) {
+  GatherRows<8>(in, plane, vs, nt, point_weight, stride, tile);
+}
+#endif
+
+// GatherRows in the portable path's lanes (GatherTileV3 where v3).
 void GatherTile(const float* in, size_t plane, int vs, int nt,
     const float* point_weight, int stride, float* tile, bool v3) {
-  if (kHaveV3 && v3) {
-    GatherRows<8>(in, plane, vs, nt, point_weight, stride, tile);
-  } else {
-    GatherRows<kPortableLanes>(in, plane, vs, nt, point_weight, stride, tile);
-  }
+#ifdef RLOSS_HAVE_V3
+  if (v3) return GatherTileV3(in, plane, vs, nt, point_weight, stride, tile);
+#endif
+  GatherRows<kPortableLanes>(in, plane, vs, nt, point_weight, stride, tile);
 }
 
 // out[k * plane + t] = scale * point_weight[t] * tile[t * stride + k]:
@@ -680,16 +696,24 @@ RLOSS_INLINE void ScatterRows(const float* tile, int nt, int vs, int stride,
   }
 }
 
-RLOSS_VECTOR_CLONES
+#ifdef RLOSS_HAVE_V3
+RLOSS_V3 void ScatterTileV3(const float* tile, int nt, int vs, int stride,
+    float scale, const float* point_weight, size_t plane, float* out) {
+  ScatterRows<8>(tile, nt, vs, stride, scale, point_weight, plane, out);
+}
+#endif
+
 void ScatterTile(const float* tile, int nt, int vs, int stride,
     float scale, const float* point_weight, size_t plane, float* out,
     bool v3) {
-  if (kHaveV3 && v3) {
-    ScatterRows<8>(tile, nt, vs, stride, scale, point_weight, plane, out);
-  } else {
-    ScatterRows<kPortableLanes>(tile, nt, vs, stride, scale, point_weight,
-                                plane, out);
+#ifdef RLOSS_HAVE_V3
+  if (v3) {
+    return ScatterTileV3(tile, nt, vs, stride, scale, point_weight, plane,
+                         out);
   }
+#endif
+  ScatterRows<kPortableLanes>(tile, nt, vs, stride, scale, point_weight,
+                              plane, out);
 }
 
 // The cache lines of a later tile's planes (vs planes of kTile floats; too
@@ -824,52 +848,64 @@ inline int Visits(int n, int stride) {
   return n * ((stride + 4 * kLanes - 1) / (4 * kLanes));
 }
 
-// Columns over a tile: in 8 lanes on x86-64-v3 CPUs (in that clone), else in
-// the portable path's, and with six vertices a point (five features: x, y
-// and three colours) fixed at compile time.
-template <template <int, int, int, int> class Columns>
+// Columns over a tile, with six vertices a point (five features: x, y and
+// three colours) fixed at compile time.
+template <template <int, int, int, int> class Columns, int kW>
 RLOSS_INLINE void ColumnsOfTile(const float* in, int n, int d1, int stride,
-    const int* vertex, const float* weight, float* out, TilePrefetch* ahead,
-    bool v3) {
-  if (kHaveV3 && v3 && d1 == 6) {
-    ByColumns<Columns, 8, 6>(in, n, d1, stride, vertex, weight, out, ahead);
-  } else if (kHaveV3 && v3) {
-    ByColumns<Columns, 8, 0>(in, n, d1, stride, vertex, weight, out, ahead);
-  } else if (d1 == 6) {
-    ByColumns<Columns, kPortableLanes, 6>(in, n, d1, stride, vertex, weight,
-                                          out, ahead);
+    const int* vertex, const float* weight, float* out, TilePrefetch* ahead) {
+  if (d1 == 6) {
+    ByColumns<Columns, kW, 6>(in, n, d1, stride, vertex, weight, out, ahead);
   } else {
-    ByColumns<Columns, kPortableLanes, 0>(in, n, d1, stride, vertex, weight,
-                                          out, ahead);
+    ByColumns<Columns, kW, 0>(in, n, d1, stride, vertex, weight, out, ahead);
   }
 }
 
-// ahead is taken by value so that its cursor stays in registers.
-RLOSS_VECTOR_CLONES
-void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
-    const float* weight, float* acc, TilePrefetch ahead, bool v3) {
-  ColumnsOfTile<SplatColumns>(tile, n, d1, stride, vertex, weight, acc, &ahead,
-                              v3);
+#ifdef RLOSS_HAVE_V3
+RLOSS_V3 void SplatTileV3(const float* tile, int n, int d1, int stride,
+    const int* vertex, const float* weight, float* acc, TilePrefetch ahead) {
+  ColumnsOfTile<SplatColumns, 8>(tile, n, d1, stride, vertex, weight, acc,
+                                 &ahead);
 }
 
-RLOSS_VECTOR_CLONES
+RLOSS_V3 void SliceTileV3(const float* values, int n, int d1, int stride,
+    const int* vertex, const float* weight, float* tile, TilePrefetch ahead) {
+  ColumnsOfTile<SliceColumns, 8>(values, n, d1, stride, vertex, weight, tile,
+                                 &ahead);
+}
+#endif
+
+// The splat and slice of a tile in the portable path's lanes (the V3
+// functions where v3). ahead is taken by value so that its cursor stays in
+// registers.
+void SplatTile(const float* tile, int n, int d1, int stride, const int* vertex,
+    const float* weight, float* acc, TilePrefetch ahead, bool v3) {
+#ifdef RLOSS_HAVE_V3
+  if (v3) return SplatTileV3(tile, n, d1, stride, vertex, weight, acc, ahead);
+#endif
+  ColumnsOfTile<SplatColumns, kPortableLanes>(tile, n, d1, stride, vertex,
+                                              weight, acc, &ahead);
+}
+
 void SliceTile(const float* values, int n, int d1, int stride,
     const int* vertex, const float* weight, float* tile, TilePrefetch ahead,
     bool v3) {
-  ColumnsOfTile<SliceColumns>(values, n, d1, stride, vertex, weight, tile,
-                              &ahead, v3);
+#ifdef RLOSS_HAVE_V3
+  if (v3) {
+    return SliceTileV3(values, n, d1, stride, vertex, weight, tile, ahead);
+  }
+#endif
+  ColumnsOfTile<SliceColumns, kPortableLanes>(values, n, d1, stride, vertex,
+                                              weight, tile, &ahead);
 }
 
 // sum[i] += part[i]
-RLOSS_VECTOR_CLONES
-void AddTo(const float* part, size_t size, float* sum) {
+RLOSS_INLINE void AddToLoop(const float* part, size_t size, float* sum) {
   for (size_t i = 0; i < size; ++i) sum[i] += part[i];
 }
 
 // sum_i a[i] b[i] in double, n a multiple of kLanes: in kLanes partial sums,
 // so that the additions do not wait on each other.
-RLOSS_VECTOR_CLONES
-double Dot(const float* a, const float* b, size_t n) {
+RLOSS_INLINE double DotLoop(const float* a, const float* b, size_t n) {
   double part[kLanes] = {0};
   for (size_t i = 0; i < n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
@@ -882,9 +918,8 @@ double Dot(const float* a, const float* b, size_t n) {
 }
 
 // dst[v + 1] = src[v + 1] + (src[lo] + src[hi]) / 2 for vertices [begin, end).
-RLOSS_VECTOR_CLONES
-void BlurRows(const float* src, const int* neighbour, int begin, int end,
-    int stride, float* dst) {
+RLOSS_INLINE void BlurLoop(const float* src, const int* neighbour, int begin,
+    int end, int stride, float* dst) {
   for (int v = begin; v < end; ++v) {
     const float* self = src + static_cast<size_t>(v + 1) * stride;
     const float* a = src + static_cast<size_t>(neighbour[2 * v]) * stride;
@@ -899,6 +934,43 @@ void BlurRows(const float* src, const int* neighbour, int begin, int end,
   }
 }
 
+#ifdef RLOSS_HAVE_V3
+RLOSS_V3 void AddToV3(const float* part, size_t size, float* sum) {
+  AddToLoop(part, size, sum);
+}
+
+RLOSS_V3 double DotV3(const float* a, const float* b, size_t n) {
+  return DotLoop(a, b, n);
+}
+
+RLOSS_V3 void BlurRowsV3(const float* src, const int* neighbour, int begin,
+    int end, int stride, float* dst) {
+  BlurLoop(src, neighbour, begin, end, stride, dst);
+}
+#endif
+
+// The loops above, compiled for the CPU at hand (v3: the V3 functions).
+void AddTo(const float* part, size_t size, float* sum, bool v3) {
+#ifdef RLOSS_HAVE_V3
+  if (v3) return AddToV3(part, size, sum);
+#endif
+  AddToLoop(part, size, sum);
+}
+
+double Dot(const float* a, const float* b, size_t n, bool v3) {
+#ifdef RLOSS_HAVE_V3
+  if (v3) return DotV3(a, b, n);
+#endif
+  return DotLoop(a, b, n);
+}
+
+void BlurRows(const float* src, const int* neighbour, int begin, int end,
+    int stride, float* dst, bool v3) {
+#ifdef RLOSS_HAVE_V3
+  if (v3) return BlurRowsV3(src, neighbour, begin, end, stride, dst);
+#endif
+  BlurLoop(src, neighbour, begin, end, stride, dst);
+}
 
 #ifdef RLOSS_HAVE_AVX2
 inline bool CpuHasAvx2() { return __builtin_cpu_supports("avx2"); }
@@ -1115,9 +1187,7 @@ void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
   int last_cell = -1;
   unsigned int cell_hash = 0;
   const bool gather = use_cells && d1 <= 8 && CpuHasAvx2();
-#ifdef RLOSS_HAVE_V3
   const bool v3 = CpuIsV3();
-#endif
 
   // The lattice is scaled so that its blur approximates a unit Gaussian.
   const float inv_std = std::sqrt(2.0 / 3.0) * d1;
@@ -1131,18 +1201,8 @@ void PermutohedralLattice::Builder::RunFor(const FeatureSource& features,
     // the next point's row, stored after), short of the range's end.
     const int tail = (std::max(0, kLanes - d1) + d1 - 1) / d1;
     const int wide = std::max(0, std::min(n, end - tail - p0));
-#ifdef RLOSS_HAVE_V3
-    if (kDim == 5 && v3) {
-      SimplexBlock5Avx2(features, p0, n, wide, scale, rem0, masks,
-                        weight + first);
-    } else {
-      SimplexBlock(features, p0, dim, n, wide, scale, elevated, rem0, rank,
-                   bary, masks, weight + first);
-    }
-#else
     SimplexBlock(features, p0, dim, n, wide, scale, elevated, rem0, rank,
-                 bary, masks, weight + first);
-#endif
+                 bary, masks, weight + first, v3);
     if (use_cells && p0 == begin) {  // tags pack cells near the first
       for (int i = 0; i < dim; ++i) {
         packing.base[i] = static_cast<int>(rem0[i * kBlock]) / d1 -
@@ -1354,7 +1414,7 @@ void PermutohedralLattice::Splat(const float* in, int value_size,
       SplatTile(tile, nt, d1, stride, &vertex_[static_cast<size_t>(p0) * d1],
                 &weight_[static_cast<size_t>(p0) * d1], acc, ahead, v3);
     }
-    if (serial && c > 0) AddTo(acc, size, splat_.data());
+    if (serial && c > 0) AddTo(acc, size, splat_.data(), v3);
   }
   if (!serial && chunks > 1) {  // summed in chunk order, one pass over rows
     const float* part = &partial_[0];
@@ -1381,6 +1441,7 @@ void PermutohedralLattice::Blur(bool transpose) {
   // the axis order applies W's transpose.
   // One parallel region for all the steps (a barrier between steps, not a
   // fork and join each).
+  const bool v3 = CpuIsV3();
   const int threads = Threads();
 #pragma omp parallel num_threads(threads) if (threads > 1 && m > 1024)
   {
@@ -1393,7 +1454,8 @@ void PermutohedralLattice::Blur(bool transpose) {
 #pragma omp for schedule(static)
       for (int t = 0; t < threads; ++t) {
         BlurRows(src, neighbour, static_cast<int64_t>(m) * t / threads,
-                 static_cast<int64_t>(m) * (t + 1) / threads, stride_, dst);
+                 static_cast<int64_t>(m) * (t + 1) / threads, stride_, dst,
+                 v3);
       }
       src = dst;
     }
@@ -1429,7 +1491,7 @@ double PermutohedralLattice::SplatDotBlurred() const {
   const size_t size = (static_cast<size_t>(num_vertices_) + 1) * stride_;
   // data(), not [stride_]: with no points row 0 is all there is.
   return Dot(splat_.data() + stride_, blurred_.data() + stride_,
-             size - stride_) /
+             size - stride_, CpuIsV3()) /
          (1.0 + std::pow(2.0, -dim_));
 }
 
