@@ -583,8 +583,7 @@ inline bool CpuIsV3() {
 }
 
 // The simplex search of a block on x86-64-v3: for five features (x, y and
-// RGB, the common case) unrolled, 8 points a vector, with the sorting network
-// on min and max.
+// RGB, the common case) unrolled, 8 points a vector, sorting with V3Order.
 RLOSS_V3 void SimplexBlockV3(const FeatureSource& features, size_t start,
     int dim, int n, int wide, const float* scale, float* elevated, float* rem0,
     float* rank, float* bary, int* mask, float* weight) {
