@@ -57,7 +57,10 @@ def test_tiny_run_writes_report(caffe, tmp_path):
                        {(b, "2", m) for b in ("1", "2")
                         for m in ["layer", "lattice", "published",
                                   "layer_1thread", "published_1thread"]})
-    assert all(float(r["median_ms"]) > 0 and r["reps"] == "2" for r in rows)
+    # Rounds come in whole cycles of the ten photographs: one at a time, ten
+    # rounds; two at a time, five.
+    assert all(float(r["median_ms"]) > 0 for r in rows)
+    assert {(r["batch"], r["reps"]) for r in rows} == {("1", "10"), ("2", "5")}
     assert (tmp_path / "bench.png").stat().st_size > 1000
     text = (tmp_path / "bench.md").read_text()
     assert "| 33² | 3 | 2 | 1 |" in text and "× bound" in text and "Memory" in text
@@ -76,6 +79,18 @@ def test_tiny_run_writes_report(caffe, tmp_path):
     ms = [float(m) for m in re.findall(r"([0-9.]+) ms", scale)]
     assert len(ms) == 2 and min(ms) > 0, scale
     assert text.splitlines()[0] == lines[0]
+
+
+def test_turns_use_every_photograph_equally_often():
+    from rloss import bench
+
+    assert [t.tolist() for t in bench.turns(10, 1)] == [[i] for i in range(10)]
+    assert [t.tolist() for t in bench.turns(10, 10)] == [list(range(10))]
+    four = [t.tolist() for t in bench.turns(10, 4)]
+    assert four == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]
+    assert [t.tolist() for t in bench.turns(10, 12)] == [list(range(10)) + [0, 1]] + \
+        [[2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3], [4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5],
+         [6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6, 7], [8, 9, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]]
 
 
 def test_one_pixel_run_skips_the_scale_factor_line(caffe, tmp_path):

@@ -15,12 +15,15 @@ Before timing, every configuration checks that all four agree on the loss to
 1e-3 (and the layer and the published algorithm on the gradient): a speed-up
 of a wrong answer is worthless. The ROI rule differs: the layer leaves out
 pixels whose channels are all 0, pydensecrf2 does not, so pydensecrf2 gets
-S (.) R. Times are medians; speed-ups are ratios within this one run.
+S (.) R. Rounds take ten photographs in turn (a batch of one, each in its
+round), so a row stands for all ten. Times are medians; speed-ups are ratios
+within this one run.
 """
 from __future__ import annotations
 
 import ctypes
 import csv
+import math
 import os
 import random
 import statistics
@@ -270,56 +273,83 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-30)
 
 
+# Photographs a configuration's rounds take in turn, so that a row of one
+# image stands for a set of photographs, not for whichever sorts first (the
+# first horse makes the smallest lattice of the ten, ~0.85x the mean time).
+POOL = 10
+
+
+def turns(pool: int, batch: int) -> List[np.ndarray]:
+    """The batches a configuration's rounds cycle through: consecutive
+    photographs of the pool, wrapping, until every one has been used
+    equally often (pool / gcd(pool, batch) batches)."""
+    count = pool // math.gcd(pool, batch)
+    return [np.arange(t * batch, (t + 1) * batch) % pool for t in range(count)]
+
+
 def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
             with_pydensecrf: bool, log: Callable[[str], None],
             min_seconds: float = 0.0) -> Result:
     """Times every method round robin: reps rounds, and more (up to 10 x reps)
     until min_seconds have passed, so that a configuration of a few ms gets a
-    steadier median than five runs give."""
-    image, _ = photographs(cfg.size, cfg.batch)
-    prob = smooth_softmax(rng, cfg.batch, cfg.classes, cfg.size)
+    steadier median than five runs give; then on to a whole number of cycles
+    of turns(), each round taking the next batch of photographs."""
+    pool, _ = photographs(cfg.size, max(cfg.batch, POOL))
+    pool_prob = smooth_softmax(rng, len(pool), cfg.classes, cfg.size)
+    batches = [(np.ascontiguousarray(pool[t]), np.ascontiguousarray(pool_prob[t]))
+               for t in turns(len(pool), cfg.batch)]
+    del pool, pool_prob
     native.set_threads(cfg.threads)
-    net = layer_net(image, prob)
+    # A net per batch, each holding its inputs: copying a batch into one net
+    # before timing it would hand the layer its inputs in cache.
+    nets = [layer_net(image, prob) for image, prob in batches]
 
-    def layer() -> Tuple[float, np.ndarray]:
-        loss = float(net.forward()["loss"])
-        net.backward()
-        return loss, net.blobs["prob"].diff
+    def layer(i: int) -> Tuple[float, np.ndarray]:
+        loss = float(nets[i].forward()["loss"])
+        nets[i].backward()
+        return loss, nets[i].blobs["prob"].diff
 
-    # Same answers first (the warm-up run of each method).
+    # Same answers first (the warm-up run of each method), for every batch.
     res = Result(cfg)
-    loss_layer, grad_layer = layer()
-    grad_layer = grad_layer.copy()
-    loss_pub, grad_pub, _ = native.published(image, prob)
-    loss_lat, grad_lat, _, _ = native.lattice(image, prob)
-    checks = {"published": loss_pub, "lattice": loss_lat}
-    if with_pydensecrf:
-        checks["pydensecrf2"], _ = pydensecrf_batch(image, prob)
-    for name, value in checks.items():
-        if rel(value, loss_layer) > 1e-3:
-            raise SystemExit(f"rloss bench: {cfg.label}: {name} gives loss {value:.6g}, the "
-                             f"layer {loss_layer:.6g}: they must agree to 1e-3 before timing")
-    for name, g in (("published", grad_pub), ("lattice", grad_lat)):
-        err = np.linalg.norm(g - grad_layer) / np.linalg.norm(grad_layer)
-        if err > 1e-3:
-            raise SystemExit(f"rloss bench: {cfg.label}: {name}'s gradient differs from the "
-                             f"layer's by {err:.2e} (relative L2); expected < 1e-3")
-    res.loss = loss_layer
+    losses = []
+    for i, (image, prob) in enumerate(batches):
+        loss_layer, grad_layer = layer(i)
+        grad_layer = grad_layer.copy()
+        loss_pub, grad_pub, _ = native.published(image, prob)
+        loss_lat, grad_lat, _, _ = native.lattice(image, prob)
+        checks = {"published": loss_pub, "lattice": loss_lat}
+        if with_pydensecrf:
+            checks["pydensecrf2"], _ = pydensecrf_batch(image, prob)
+        which = f"{cfg.label}" + (f", batch {i + 1} of {len(batches)}" if len(batches) > 1
+                                  else "")
+        for name, value in checks.items():
+            if rel(value, loss_layer) > 1e-3:
+                raise SystemExit(f"rloss bench: {which}: {name} gives loss {value:.6g}, the "
+                                 f"layer {loss_layer:.6g}: they must agree to 1e-3 before "
+                                 "timing")
+        for name, g in (("published", grad_pub), ("lattice", grad_lat)):
+            err = np.linalg.norm(g - grad_layer) / np.linalg.norm(grad_layer)
+            if err > 1e-3:
+                raise SystemExit(f"rloss bench: {which}: {name}'s gradient differs from the "
+                                 f"layer's by {err:.2e} (relative L2); expected < 1e-3")
+        losses.append(loss_layer)
+    res.loss = float(np.mean(losses))
 
-    phases, pub_phases = [], []
+    phases, pub_phases, vertices = [], [], []
+    turn = 0  # the batch this round times
 
     def lattice() -> None:
-        _, _, t, v = native.lattice(image, prob)
+        _, _, t, v = native.lattice(*batches[turn])
         phases.append(t)
-        res.vertices = float(v.mean())
+        vertices.append(float(v.mean()))
 
     def published() -> None:
-        pub_phases.append(native.published(image, prob)[2])
+        pub_phases.append(native.published(*batches[turn])[2])
 
-    methods: Dict[str, Callable[[], object]] = dict(layer=layer, lattice=lattice,
-                                                    published=published)
+    methods: Dict[str, Callable[[], object]] = dict(
+        layer=lambda: layer(turn), lattice=lattice, published=published)
     if with_pydensecrf:
-        methods["pydensecrf2"] = lambda: pydensecrf_batch(image, prob)
+        methods["pydensecrf2"] = lambda: pydensecrf_batch(*batches[turn])
     if cfg.threads > 1:
         # A second thread's gain, from the same rounds: rows timed a minute
         # apart differ by more than that gain when the VM drifts.
@@ -331,8 +361,9 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
                 finally:
                     native.set_threads(cfg.threads)
             return run
-        methods["layer_1thread"] = on_one_thread(layer)
-        methods["published_1thread"] = on_one_thread(lambda: native.published(image, prob))
+        methods["layer_1thread"] = on_one_thread(lambda: layer(turn))
+        methods["published_1thread"] = on_one_thread(
+            lambda: native.published(*batches[turn]))
     # Round robin, so that the machine's drift (other tenants, clocks) falls
     # on every method alike, in a fresh order each round: in a fixed one each
     # method would always follow the same other, and what that one leaves
@@ -341,14 +372,16 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
     order = random.Random(0)
     names = list(methods)
     start, rounds = time.perf_counter(), 0
-    while rounds < reps or (rounds < 10 * reps and
-                            time.perf_counter() - start < min_seconds):
+    while (rounds < reps or rounds % len(batches) or
+           (rounds < 10 * reps and time.perf_counter() - start < min_seconds)):
+        turn = rounds % len(batches)
         order.shuffle(names)
         for name in names:
             res.times.setdefault(name, []).extend(timed(methods[name], 1))
         rounds += 1
     res.phases = np.median(np.array(phases), 0)
     res.published_phases = np.median(np.array(pub_phases), 0)
+    res.vertices = float(np.mean(vertices))
     log(f"  {cfg.label:<28} layer {1e3 * res.seconds('layer'):8.1f} ms   published "
         f"{1e3 * res.seconds('published'):8.1f} ms" +
         (f"   pydensecrf2 {1e3 * res.seconds('pydensecrf2'):8.1f} ms" if with_pydensecrf else ""))
@@ -531,7 +564,8 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
     _, source = photographs(min(sizes), 1)
     runs = f"median of {reps} run{'s' if reps > 1 else ''}" + (
         f" or more (rounds go on for {min_seconds:g} s a configuration, up to {10 * reps})"
-        if min_seconds > 0 else "")
+        if min_seconds > 0 else "") + (
+        f"; rounds take {POOL} photographs in turn, a batch at a time, in whole cycles")
     log(f"rloss bench: {source}; σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}; {runs}")
     rng = np.random.default_rng(0)
     results = []
@@ -576,7 +610,8 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
                   "size)."]
 
     bandwidth = copy_bandwidth()
-    lines += ["", "Where the lattice's time goes (one thread, one image), and the bound "
+    lines += ["", "Where the lattice's time goes (one thread, one image: medians over the "
+              f"{POOL} photographs in turn; vertices their mean), and the bound "
               "set by reading S and the image and writing the gradient once at this "
               f"machine's copy bandwidth ({bandwidth / 1e9:.1f} GB/s):", "",
               "| size | K | vertices | build | splat | blur + dot | slice | total | bound | "
