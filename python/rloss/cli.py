@@ -672,13 +672,15 @@ def parser() -> argparse.ArgumentParser:
     p = _add(sub, "bench", "time the DenseCRF loss against the published algorithm and "
              "pydensecrf2, side by side (what `make bench` runs)", """
         rloss bench --out bench_out
-        rloss bench --sizes 321 --classes 21 --batches 1 --threads 1 --reps 3""", cmd_bench)
+        rloss bench --sizes 321 --classes 21 --batches 1 --threads 1 --reps 10""", cmd_bench)
     p.add_argument("--out", default="bench_out", help="folder for bench.md, .csv and .png")
     p.add_argument("--sizes", type=POSITIVE_INT, nargs="+", default=[321, 513], help="image sides")
     p.add_argument("--classes", type=POSITIVE_INT, nargs="+", default=[21, 2])
     p.add_argument("--batches", type=POSITIVE_INT, nargs="+", default=[1, 10])
     p.add_argument("--threads", type=POSITIVE_INT, nargs="+", default=[1, 2])
-    p.add_argument("--reps", type=POSITIVE_INT, default=5, help="timed runs per method (median)")
+    p.add_argument("--reps", type=POSITIVE_INT, default=5,
+                   help="timed runs per method (median); rounded up to whole cycles of the "
+                        "ten photographs the rounds take in turn")
     p.add_argument("--min-seconds", type=SECONDS, default=2.0,
                    help="more runs, up to 10 x --reps, until a configuration has taken this "
                         "long: fast ones get steadier medians")
