@@ -561,11 +561,14 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
     os.environ.setdefault("GLOG_minloglevel", "2")
     out.mkdir(parents=True, exist_ok=True)
     native = Native(build_lib(REPO / "build" / "bench"))
-    _, source = photographs(min(sizes), 1)
+    pool, source = photographs(min(sizes), POOL)
+    distinct = len(np.unique(pool.reshape(POOL, -1), axis=0))
+    pictures = f"{POOL} photographs" if distinct == POOL else \
+        f"{POOL} pictures ({distinct} photographs repeated)"
     runs = f"median of {reps} run{'s' if reps > 1 else ''}" + (
         f" or more (rounds go on for {min_seconds:g} s a configuration, up to {10 * reps})"
         if min_seconds > 0 else "") + (
-        f"; rounds take {POOL} photographs in turn, a batch at a time, in whole cycles")
+        f"; rounds take {pictures} in turn, a batch at a time, in whole cycles")
     log(f"rloss bench: {source}; σxy {SIGMA_XY:g}, σrgb {SIGMA_RGB:g}; {runs}")
     rng = np.random.default_rng(0)
     results = []
