@@ -1,8 +1,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <fstream>  // NOLINT(readability/streams)
 #include <string>
 #include <vector>
 
@@ -10,7 +8,6 @@
 #include <omp.h>
 #endif
 
-#include "boost/filesystem.hpp"
 #include "gtest/gtest.h"
 
 #include "caffe/blob.hpp"
@@ -22,62 +19,9 @@
 #include "caffe/test/test_bilateral_loss_util.hpp"
 #include "caffe/test/test_caffe_main.hpp"
 #include "caffe/test/test_gradient_check_util.hpp"
+#include "caffe/test/test_reference.hpp"
 
 namespace caffe {
-
-namespace {
-
-// Loads a little-endian .npy array (float32, float64 or uint8) as doubles.
-bool LoadNpy(const std::string& path, std::vector<int>* shape,
-             std::vector<double>* data) {
-  std::ifstream in(path.c_str(), std::ios::binary);
-  if (!in) return false;
-  char magic[8];
-  in.read(magic, 8);
-  if (std::string(magic + 1, 5) != "NUMPY") return false;
-  unsigned int header_len = 0;
-  if (magic[6] == 1) {
-    unsigned char b[2];
-    in.read(reinterpret_cast<char*>(b), 2);
-    header_len = b[0] | (b[1] << 8);
-  } else {
-    unsigned char b[4];
-    in.read(reinterpret_cast<char*>(b), 4);
-    header_len = b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24);
-  }
-  std::string header(header_len, ' ');
-  in.read(&header[0], header_len);
-  const std::string descr = header.substr(header.find("'descr'") + 10, 3);
-  if (header.find("'fortran_order': False") == std::string::npos) return false;
-  shape->clear();
-  size_t pos = header.find('(', header.find("'shape'")) + 1;
-  size_t count = 1;
-  while (true) {
-    while (header[pos] == ' ' || header[pos] == ',') ++pos;
-    if (header[pos] == ')') break;
-    const int d = std::atoi(header.c_str() + pos);
-    shape->push_back(d);
-    count *= d;
-    while (header[pos] >= '0' && header[pos] <= '9') ++pos;
-  }
-  data->resize(count);
-  if (descr == "f4'" || descr == "<f4") {
-    std::vector<float> raw(count);
-    in.read(reinterpret_cast<char*>(raw.data()), count * 4);
-    for (size_t i = 0; i < count; ++i) (*data)[i] = raw[i];
-  } else if (descr == "f8'" || descr == "<f8") {
-    in.read(reinterpret_cast<char*>(data->data()), count * 8);
-  } else if (descr == "u1'" || descr == "|u1") {
-    std::vector<unsigned char> raw(count);
-    in.read(reinterpret_cast<char*>(raw.data()), count);
-    for (size_t i = 0; i < count; ++i) (*data)[i] = raw[i];
-  } else {
-    return false;
-  }
-  return static_cast<bool>(in);
-}
-
-}  // namespace
 
 template <typename TypeParam>
 class DenseCRFLossLayerTest : public MultiDeviceTest<TypeParam> {
@@ -408,41 +352,34 @@ TYPED_TEST(DenseCRFLossLayerTest, TestThreadCountInvariance) {
 // to .npy by `make test`) must be reproduced to 1e-3 relative.
 TYPED_TEST(DenseCRFLossLayerTest, TestPublishedReference) {
   typedef typename TypeParam::Dtype Dtype;
-  const char* dir = std::getenv("RLOSS_REFERENCE_DIR");
-  if (!dir || !boost::filesystem::is_directory(dir)) {
+  const std::string dir = ReferenceDir();
+  if (dir.empty()) {
     std::printf("[  SKIPPED ] RLOSS_REFERENCE_DIR is not set or not a folder:"
                 " the published reference values (../shared) are absent\n");
     return;
   }
-  int cases = 0;
-  for (boost::filesystem::directory_iterator it(dir), end; it != end; ++it) {
-    const std::string base = it->path().string() + "/";
-    std::vector<int> ishape, pshape, s;
-    std::vector<double> image, prob, grad, loss, xy, rgb;
-    ASSERT_TRUE(LoadNpy(base + "image.npy", &ishape, &image)) << base;
-    ASSERT_TRUE(LoadNpy(base + "segmentation.npy", &pshape, &prob)) << base;
-    ASSERT_TRUE(LoadNpy(base + "grad.npy", &s, &grad)) << base;
-    ASSERT_TRUE(LoadNpy(base + "loss.npy", &s, &loss)) << base;
-    ASSERT_TRUE(LoadNpy(base + "bi_xy_std.npy", &s, &xy)) << base;
-    ASSERT_TRUE(LoadNpy(base + "bi_rgb_std.npy", &s, &rgb)) << base;
-    Blob<Dtype> image_blob(ishape), prob_blob(pshape);
-    std::copy(image.begin(), image.end(), image_blob.mutable_cpu_data());
-    std::copy(prob.begin(), prob.end(), prob_blob.mutable_cpu_data());
+  std::vector<ReferenceCase> cases;
+  std::string failed;
+  ASSERT_TRUE(LoadReferenceCases(dir, &cases, &failed)) << failed;
+  ASSERT_GT(cases.size(), 0) << "no reference cases in " << dir;
+  for (size_t t = 0; t < cases.size(); ++t) {
+    const ReferenceCase& c = cases[t];
+    Blob<Dtype> image_blob(c.image_shape), prob_blob(c.prob_shape);
+    std::copy(c.image.begin(), c.image.end(), image_blob.mutable_cpu_data());
+    std::copy(c.prob.begin(), c.prob.end(), prob_blob.mutable_cpu_data());
     vector<Blob<Dtype>*> bottom;
     bottom.push_back(&image_blob);
     bottom.push_back(&prob_blob);
-    const Dtype got = this->Run(this->Param(xy[0], rgb[0]), bottom);
-    EXPECT_NEAR(got / loss[0], 1, 1e-3) << base;
+    const Dtype got = this->Run(this->Param(c.sigma_xy, c.sigma_rgb), bottom);
+    EXPECT_NEAR(got / c.loss, 1, 1e-3) << c.name;
     double err = 0, norm = 0;
-    for (size_t i = 0; i < grad.size(); ++i) {
-      const double d = prob_blob.cpu_diff()[i] - grad[i];
+    for (size_t i = 0; i < c.grad.size(); ++i) {
+      const double d = prob_blob.cpu_diff()[i] - c.grad[i];
       err += d * d;
-      norm += grad[i] * grad[i];
+      norm += c.grad[i] * c.grad[i];
     }
-    EXPECT_LT(std::sqrt(err / norm), 1e-3) << base;
-    ++cases;
+    EXPECT_LT(std::sqrt(err / norm), 1e-3) << c.name;
   }
-  EXPECT_GT(cases, 0) << "no reference cases in " << dir;
 }
 
 // Bad input stops with a message that says what is wrong.
