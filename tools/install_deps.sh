@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
   libhdf5-dev libopenblas-dev libopencv-dev libpng-dev
   clang libomp-dev  # the tests compile our C++ with clang too
+  g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # and run the lattice's tests on aarch64
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
