@@ -391,20 +391,34 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
 def measure_scales(size: int, k: int, scales: Sequence[float], native: Native, reps: int,
                    rng: np.random.Generator) -> Dict[float, float]:
     """Median seconds of the layer's forward + backward at each scale_factor
-    (one image, one thread), timed round robin: the resampling in and out is
-    part of what scale_factor costs, so it is timed through the layer."""
-    image, _ = photographs(size, 1)
-    prob = smooth_softmax(rng, 1, k, size)
+    (one image, one thread), timed round robin through the layer, since the
+    resampling in and out is part of what scale_factor costs. Rounds take the
+    POOL photographs in turn, as the one-image rows do, in whole cycles (at
+    least reps rounds): a photograph's lattice, and so its time, depends on
+    its colours."""
+    pool, _ = photographs(size, POOL)
+    prob = smooth_softmax(rng, len(pool), k, size)
     native.set_threads(1)
-    nets = {s: layer_net(image, prob, s) for s in scales}
+    # A net per photograph and scale, as in measure(): none is handed its
+    # inputs in cache.
+    nets = {s: [layer_net(pool[i:i + 1], prob[i:i + 1], s) for i in range(len(pool))]
+            for s in scales}
+    for s in scales:  # the first call allocates
+        for net in nets[s]:
+            net.forward()
+            net.backward()
     times: Dict[float, List[float]] = {s: [] for s in scales}
-    for _ in range(reps + 1):  # the first round warms up
-        for s, net in nets.items():
+    order, names = random.Random(1), list(scales)
+    rounds = -(-max(reps, 1) // len(pool)) * len(pool)
+    for r in range(rounds):
+        order.shuffle(names)
+        for s in names:
+            net = nets[s][r % len(pool)]
             t0 = time.perf_counter()
             net.forward()
             net.backward()
             times[s].append(time.perf_counter() - t0)
-    return {s: float(np.median(t[1:])) for s, t in times.items()}
+    return {s: float(np.median(t)) for s, t in times.items()}
 
 
 def copy_bandwidth() -> float:
@@ -606,7 +620,8 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
     if size >= 2:  # half of one pixel is nothing
         log(f"  scale_factor 1 and 0.5, {size}² K={k}")
         scaled = measure_scales(size, k, (1.0, 0.5), native, reps, rng)
-        lines += ["", f"scale_factor (the layer, {size}² K={k}, one image, one thread): "
+        lines += ["", f"scale_factor (the layer, {size}² K={k}, one image, one thread, medians "
+                  f"over the {POOL} photographs in turn): "
                   f"1 in {1e3 * scaled[1.0]:.2f} ms, 0.5 in {1e3 * scaled[0.5]:.2f} ms "
                   f"({scaled[1.0] / scaled[0.5]:.2f}× faster; the lattice has a quarter of "
                   "the points, the resampling of S in and of the gradient out is at full "
