@@ -13,8 +13,10 @@ APT_PACKAGES=(
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
   libhdf5-dev libopenblas-dev libopencv-dev libpng-dev
   clang libomp-dev  # the tests compile our C++ with clang too
-  g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user  # and run the lattice's tests on aarch64
 )
+if [ "$(uname -m)" = x86_64 ]; then  # and run the lattice's tests on aarch64
+  APT_PACKAGES+=(g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Lint the C++, compile it with clang as well, run the lattice's tests on
 # aarch64 (under qemu) and all its tests (our gtest cases in Caffe's test
-# binary), then the Python static checks and tests
-# (pytest), against the build that ./.caffe links to. Argument: cpp, python
-# or nothing for both.
+# binary), then the Python static checks and tests (pytest), against the
+# build that ./.caffe links to. Argument: cpp, python or nothing for both.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"

@@ -311,6 +311,8 @@ TEST(PermutohedralTest, TestPublishedReference) {
   ASSERT_GT(cases.size(), 0) << "no reference cases in " << dir;
   for (size_t t = 0; t < cases.size(); ++t) {
     const ReferenceCase& c = cases[t];
+    ASSERT_EQ(c.image_shape.size(), 4u) << c.name;
+    ASSERT_EQ(c.prob_shape.size(), 4u) << c.name;
     const int num = c.image_shape[0], channels = c.image_shape[1];
     const int classes = c.prob_shape[1];
     const int height = c.image_shape[2], width = c.image_shape[3];
