@@ -4,10 +4,14 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>  // NOLINT(readability/streams)
 #include <string>
 #include <vector>
+
+#include "gtest/gtest.h"
 
 namespace caffe {
 
@@ -74,16 +78,6 @@ struct ReferenceCase {
   double loss, sigma_xy, sigma_rgb;
 };
 
-// The folder RLOSS_REFERENCE_DIR names, or "" where it is unset or missing.
-inline std::string ReferenceDir() {
-  const char* dir = std::getenv("RLOSS_REFERENCE_DIR");
-  if (!dir) return "";
-  DIR* d = opendir(dir);
-  if (!d) return "";
-  closedir(d);
-  return dir;
-}
-
 // Every case under dir, by name. False, with *failed naming the file, where
 // one does not load.
 inline bool LoadReferenceCases(const std::string& dir,
@@ -128,6 +122,38 @@ inline bool LoadReferenceCases(const std::string& dir,
     cases->push_back(c);
   }
   return true;
+}
+
+// The cases under RLOSS_REFERENCE_DIR, for a test to check. False where
+// there are none to check: with a note where the folder is unset or missing
+// (no ../shared), as a test failure where it does not load.
+inline bool ReferenceCasesToCheck(std::vector<ReferenceCase>* cases) {
+  const char* dir = std::getenv("RLOSS_REFERENCE_DIR");
+  DIR* d = dir ? opendir(dir) : NULL;
+  if (!d) {
+    std::printf("[  SKIPPED ] RLOSS_REFERENCE_DIR is not set or not a folder:"
+                " the published reference values (../shared) are absent\n");
+    return false;
+  }
+  closedir(d);
+  std::string failed;
+  if (!LoadReferenceCases(dir, cases, &failed)) {
+    ADD_FAILURE() << "cannot read " << failed;
+    return false;
+  }
+  if (cases->empty()) ADD_FAILURE() << "no reference cases in " << dir;
+  return !cases->empty();
+}
+
+// |got - want| / |want| (L2) over want.size() values.
+template <typename T>
+double RelativeError(const T* got, const std::vector<double>& want) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    err += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  return std::sqrt(err / norm);
 }
 
 }  // namespace caffe

@@ -1,7 +1,5 @@
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <string>
 #include <vector>
 
 #ifdef _OPENMP
@@ -352,16 +350,8 @@ TYPED_TEST(DenseCRFLossLayerTest, TestThreadCountInvariance) {
 // to .npy by `make test`) must be reproduced to 1e-3 relative.
 TYPED_TEST(DenseCRFLossLayerTest, TestPublishedReference) {
   typedef typename TypeParam::Dtype Dtype;
-  const std::string dir = ReferenceDir();
-  if (dir.empty()) {
-    std::printf("[  SKIPPED ] RLOSS_REFERENCE_DIR is not set or not a folder:"
-                " the published reference values (../shared) are absent\n");
-    return;
-  }
   std::vector<ReferenceCase> cases;
-  std::string failed;
-  ASSERT_TRUE(LoadReferenceCases(dir, &cases, &failed)) << failed;
-  ASSERT_GT(cases.size(), 0) << "no reference cases in " << dir;
+  if (!ReferenceCasesToCheck(&cases)) return;
   for (size_t t = 0; t < cases.size(); ++t) {
     const ReferenceCase& c = cases[t];
     Blob<Dtype> image_blob(c.image_shape), prob_blob(c.prob_shape);
@@ -372,13 +362,7 @@ TYPED_TEST(DenseCRFLossLayerTest, TestPublishedReference) {
     bottom.push_back(&prob_blob);
     const Dtype got = this->Run(this->Param(c.sigma_xy, c.sigma_rgb), bottom);
     EXPECT_NEAR(got / c.loss, 1, 1e-3) << c.name;
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < c.grad.size(); ++i) {
-      const double d = prob_blob.cpu_diff()[i] - c.grad[i];
-      err += d * d;
-      norm += c.grad[i] * c.grad[i];
-    }
-    EXPECT_LT(std::sqrt(err / norm), 1e-3) << c.name;
+    EXPECT_LT(RelativeError(prob_blob.cpu_diff(), c.grad), 1e-3) << c.name;
   }
 }
 

@@ -1,7 +1,5 @@
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <string>
 #include <vector>
 
 #ifdef _OPENMP
@@ -299,16 +297,8 @@ TEST(PermutohedralTest, TestSplatBlurSlicePieces) {
 // in another order: the loss and the gradient (relative L2) to 1e-5 (under
 // 5e-7 measured, on x86-64 and on aarch64 alike).
 TEST(PermutohedralTest, TestPublishedReference) {
-  const std::string dir = ReferenceDir();
-  if (dir.empty()) {
-    std::printf("[  SKIPPED ] RLOSS_REFERENCE_DIR is not set or not a folder:"
-                " the published reference values (../shared) are absent\n");
-    return;
-  }
   std::vector<ReferenceCase> cases;
-  std::string failed;
-  ASSERT_TRUE(LoadReferenceCases(dir, &cases, &failed)) << failed;
-  ASSERT_GT(cases.size(), 0) << "no reference cases in " << dir;
+  if (!ReferenceCasesToCheck(&cases)) return;
   for (size_t t = 0; t < cases.size(); ++t) {
     const ReferenceCase& c = cases[t];
     ASSERT_EQ(c.image_shape.size(), 4u) << c.name;
@@ -342,12 +332,7 @@ TEST(PermutohedralTest, TestPublishedReference) {
       lattice.Slice(&grad[at], -2.0f / num, weight);
     }
     EXPECT_NEAR(loss / c.loss, 1, 1e-5) << c.name;
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < grad.size(); ++i) {
-      err += (grad[i] - c.grad[i]) * (grad[i] - c.grad[i]);
-      norm += c.grad[i] * c.grad[i];
-    }
-    EXPECT_LT(std::sqrt(err / norm), 1e-5) << c.name;
+    EXPECT_LT(RelativeError(grad.data(), c.grad), 1e-5) << c.name;
   }
 }
 
