@@ -39,9 +39,17 @@ def test_published_restatement_matches_layer_and_pydensecrf(caffe, native):
     assert (grad_pub[1, :, :5, :7] == 0).all()
     # pydensecrf2 filters S (.) R but has no ROI of its own: its -2 W S is
     # the layer's inside the ROI only.
-    loss_py, grad_py = bench.pydensecrf_batch(image, prob)
+    # Its buffers are kept between calls: a call of another shape between two
+    # of this one leaves them right.
+    pydensecrf = bench.PyDenseCRF()
+    first = pydensecrf(image, prob)[1].copy()
+    small = bench.smooth_softmax(rng, 1, 3, 21)
+    loss_small, grad_small = pydensecrf(image[:1, :, :21, :21].copy(), small)
+    assert grad_small.shape == small.shape and loss_small < 0
+    loss_py, grad_py = pydensecrf(image, prob)
     assert loss_py == pytest.approx(loss_layer, rel=1e-4)
     np.testing.assert_allclose(grad_py * bench.roi(image), grad_layer, rtol=1e-3, atol=1e-2)
+    np.testing.assert_array_equal(grad_py, first)
 
 
 def test_tiny_run_writes_report(caffe, tmp_path):
