@@ -392,7 +392,7 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
     # Round robin, so that the machine's drift (other tenants, clocks) falls
     # on every method alike, in a fresh order each round: in a fixed one each
     # method would always follow the same other, and what that one leaves
-    # behind (pydensecrf2 faults in ~55 MiB of fresh pages per call) would
+    # behind (the published algorithm allocates its buffers per call) would
     # fall on one method only.
     order = random.Random(0)
     names = list(methods)
