@@ -41,19 +41,31 @@ inline bool LoadNpy(const std::string& path, std::vector<int>* shape,
   }
   std::string header(header_len, ' ');
   in.read(&header[0], header_len);
-  const std::string descr = header.substr(header.find("'descr'") + 10, 3);
+  if (!in) return false;
+  const size_t descr_at = header.find("'descr'");
+  if (descr_at == std::string::npos || descr_at + 13 > header.size()) {
+    return false;
+  }
+  const std::string descr = header.substr(descr_at + 10, 3);
   if (header.find("'fortran_order': False") == std::string::npos) return false;
   shape->clear();
-  size_t pos = header.find('(', header.find("'shape'")) + 1;
+  const size_t key = header.find("'shape'");
+  if (key == std::string::npos) return false;
+  size_t pos = header.find('(', key);
+  if (pos == std::string::npos) return false;
   size_t count = 1;
-  while (true) {
-    while (header[pos] == ' ' || header[pos] == ',') ++pos;
-    if (header[pos] == ')') break;
+  for (++pos; pos < header.size() && header[pos] != ')';) {
+    if (header[pos] == ' ' || header[pos] == ',') {
+      ++pos;
+      continue;
+    }
+    if (header[pos] < '0' || header[pos] > '9') return false;  // malformed
     const int d = std::atoi(header.c_str() + pos);
     shape->push_back(d);
     count *= d;
     while (header[pos] >= '0' && header[pos] <= '9') ++pos;
   }
+  if (pos >= header.size()) return false;
   data->resize(count);
   if (descr == "f4'" || descr == "<f4") {
     std::vector<float> raw(count);

@@ -1,5 +1,10 @@
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <fstream>  // NOLINT(readability/streams)
+#include <string>
 #include <vector>
 
 #ifdef _OPENMP
@@ -287,6 +292,62 @@ TEST(PermutohedralTest, TestSplatBlurSlicePieces) {
                   1e-5 * std::abs(w_in[k * n + i]) + 1e-6);
     }
   }
+}
+
+namespace {
+
+// Writes a version 1.0 .npy file of the given header dict and raw data.
+std::string WriteNpy(const std::string& dict, const std::string& data) {
+  std::string header = dict;
+  while ((10 + header.size() + 1) % 16) header += ' ';
+  header += '\n';
+  std::string bytes("\x93NUMPY\x01\x00", 8);
+  bytes += static_cast<char>(header.size() & 255);
+  bytes += static_cast<char>(header.size() >> 8);
+  const std::string path =
+      "/tmp/rloss_test_" + std::to_string(getpid()) + ".npy";
+  std::ofstream(path.c_str(), std::ios::binary) << bytes << header << data;
+  return path;
+}
+
+}  // namespace
+
+// The reference cases' reader: values and shape read back; a malformed
+// header, short data or a missing file is refused, not looped on or read
+// past.
+TEST(PermutohedralTest, TestNpyReader) {
+  const float values[6] = {1.5f, -2, 0, 3, 4.25f, 1e-3f};
+  const std::string data(reinterpret_cast<const char*>(values), sizeof(values));
+  std::vector<int> shape;
+  std::vector<double> got;
+  std::string path = WriteNpy(
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data);
+  ASSERT_TRUE(LoadNpy(path, &shape, &got));
+  ASSERT_EQ(shape.size(), 2u);
+  EXPECT_EQ(shape[0], 2);
+  EXPECT_EQ(shape[1], 3);
+  ASSERT_EQ(got.size(), 6u);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(got[i], values[i]);
+  path = WriteNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
+                  data.substr(0, 4));
+  ASSERT_TRUE(LoadNpy(path, &shape, &got));
+  EXPECT_TRUE(shape.empty());
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], 1.5);
+  path = WriteNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, n)}",
+                  data);
+  EXPECT_FALSE(LoadNpy(path, &shape, &got));
+  path = WriteNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3",
+                  data);
+  EXPECT_FALSE(LoadNpy(path, &shape, &got));
+  path = WriteNpy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+                  data.substr(0, 20));
+  EXPECT_FALSE(LoadNpy(path, &shape, &got));
+  path = WriteNpy("{'descr': '<i8', 'fortran_order': False, 'shape': (6,), }",
+                  data);
+  EXPECT_FALSE(LoadNpy(path, &shape, &got));
+  std::remove(path.c_str());
+  EXPECT_FALSE(LoadNpy(path, &shape, &got));
 }
 
 // The published layer's values (test_reference.hpp), from the lattice driven
