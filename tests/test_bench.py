@@ -50,6 +50,11 @@ def test_published_restatement_matches_layer_and_pydensecrf(caffe, native):
     assert loss_py == pytest.approx(loss_layer, rel=1e-4)
     np.testing.assert_allclose(grad_py * bench.roi(image), grad_layer, rtol=1e-3, atol=1e-2)
     np.testing.assert_array_equal(grad_py, first)
+    # Its two parts are timed per call, summed over the batch.
+    start = bench.time.perf_counter()
+    pydensecrf(image, prob)
+    took = bench.time.perf_counter() - start
+    assert pydensecrf.phases.min() > 0 and pydensecrf.phases.sum() <= took
 
 
 def test_tiny_run_writes_report(caffe, tmp_path):
@@ -72,6 +77,11 @@ def test_tiny_run_writes_report(caffe, tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 1000
     text = (tmp_path / "bench.md").read_text()
     assert "| 33² | 3 | 2 | 1 |" in text and "× bound" in text and "Memory" in text
+    # The split of one image: ours, the published algorithm's, pydensecrf2's.
+    split = text[text.index("× bound |"):].splitlines()[2]
+    cells = [c.strip() for c in split.split("|")[1:-1]]
+    assert cells[:2] == ["33²", "3"] and len(cells) == 12, cells
+    assert all(float(v) > 0 for c in cells[-2:] for v in c.split(", ")), cells
     # The gain from a second thread: the medians of this run's CSV, divided
     # (to their rounding: the CSV keeps microseconds).
     median = {(r["batch"], r["method"]): float(r["median_ms"]) for r in rows

@@ -211,10 +211,16 @@ class PyDenseCRF:
     the layer keeps its own. Up to 01c9504 each call made three Eigen
     matrices from numpy arrays (two of them zeros that stepInference
     overwrites), a fresh gradient array and a float64 copy for the loss:
-    allocations and copies that took longer than pydensecrf2's filtering."""
+    allocations and copies that took longer than pydensecrf2's filtering.
+
+    ``phases`` holds the last call's seconds in its two parts, summed over
+    the batch: the lattice (DenseCRF2D and addPairwiseBilateral, which also
+    filters a plane of ones for its normalisation) and the step (S in, the
+    K-class filtering, its softmax of the result, the gradient out)."""
 
     def __init__(self) -> None:
         self.shape: Tuple[int, ...] = ()
+        self.phases = np.zeros(2)
         self.x = self.grad = np.empty(0, np.float32)
         self.q: Any = None  # S (.) R, then its softmax step (overwritten)
         self.scratch: Any = None
@@ -232,17 +238,21 @@ class PyDenseCRF:
                 eigen.matrixXf(np.zeros((k, h * w), np.float32)) for _ in range(3))
         np.multiply(prob, roi(image), out=self.x)
         loss = 0.0
+        self.phases[:] = 0
         for i in range(n):
             rgb = np.ascontiguousarray(image[i].transpose(1, 2, 0).astype(np.uint8))
+            t0 = time.perf_counter()
             crf = dcrf.DenseCRF2D(w, h, k)
             crf.addPairwiseBilateral(sxy=SIGMA_XY, srgb=SIGMA_RGB, rgbim=rgb, compat=1,
                                      kernel=dcrf.DIAG_KERNEL,
                                      normalization=dcrf.NO_NORMALIZATION)
+            t1 = time.perf_counter()
             x = self.x[i].reshape(k, -1)
             np.asarray(self.q)[...] = x  # into its column-major K x N
             crf.stepInference(self.q, self.scratch, self.out)
             g = self.grad[i].reshape(k, -1)
             np.multiply(np.asarray(self.out), 2.0 / n, out=g)  # -2 W S / N
+            self.phases += (t1 - t0, time.perf_counter() - t1)
             # -x' W x = x' (-W x) = (N / 2) x' g
             loss += n / 2 * float(np.vdot(x.reshape(-1), g.reshape(-1)))
         return loss / n, self.grad
@@ -269,6 +279,8 @@ class Result:
     phases: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
     # published: build, filtering (s)
     published_phases: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    # pydensecrf2: lattice, step (s; see PyDenseCRF)
+    pydensecrf_phases: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
     vertices: float = 0.0
     loss: float = 0.0
 
@@ -360,7 +372,7 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
         losses.append(loss_layer)
     res.loss = float(np.mean(losses))
 
-    phases, pub_phases, vertices = [], [], []
+    phases, pub_phases, py_phases, vertices = [], [], [], []
     turn = 0  # the batch this round times
 
     def lattice() -> None:
@@ -371,10 +383,14 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
     def published() -> None:
         pub_phases.append(native.published(*batches[turn])[2])
 
+    def pydensecrf2() -> None:
+        pydensecrf(*batches[turn])
+        py_phases.append(pydensecrf.phases.copy())
+
     methods: Dict[str, Callable[[], object]] = dict(
         layer=lambda: layer(turn), lattice=lattice, published=published)
     if with_pydensecrf:
-        methods["pydensecrf2"] = lambda: pydensecrf(*batches[turn])
+        methods["pydensecrf2"] = pydensecrf2
     if cfg.threads > 1:
         # A second thread's gain, from the same rounds: rows timed a minute
         # apart differ by more than that gain when the VM drifts.
@@ -406,6 +422,8 @@ def measure(cfg: Config, native: Native, reps: int, rng: np.random.Generator,
         rounds += 1
     res.phases = np.median(np.array(phases), 0)
     res.published_phases = np.median(np.array(pub_phases), 0)
+    if py_phases:
+        res.pydensecrf_phases = np.median(np.array(py_phases), 0)
     res.vertices = float(np.mean(vertices))
     log(f"  {cfg.label:<28} layer {1e3 * res.seconds('layer'):8.1f} ms   published "
         f"{1e3 * res.seconds('published'):8.1f} ms" +
@@ -656,10 +674,13 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
     lines += ["", "Where the lattice's time goes (one thread, one image: medians over the "
               f"{POOL} photographs in turn; vertices their mean), and the bound "
               "set by reading S and the image and writing the gradient once at this "
-              f"machine's copy bandwidth ({bandwidth / 1e9:.1f} GB/s):", "",
+              f"machine's copy bandwidth ({bandwidth / 1e9:.1f} GB/s). pydensecrf2's two "
+              "parts: its lattice (addPairwiseBilateral, which also filters a plane of "
+              "ones for a normalisation) and its step (S in, the K-class filtering, a "
+              "softmax of the result, the gradient out):", "",
               "| size | K | vertices | build | splat | blur + dot | slice | total | bound | "
-              "× bound | published: build, filtering |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "× bound | published: build, filtering | pydensecrf2: lattice, step |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         c = r.config
         if c.batch != 1 or c.threads != 1:
@@ -667,10 +688,11 @@ def run(out: Path, sizes: Sequence[int], classes: Sequence[int], batches: Sequen
         p = 1e3 * r.phases
         pixels = c.size * c.size
         bound = (2 * c.classes + 3) * 4 * pixels / bandwidth * 1e3
-        pb = 1e3 * r.published_phases
+        pb, py = 1e3 * r.published_phases, 1e3 * r.pydensecrf_phases
         lines.append(f"| {c.size}² | {c.classes} | {r.vertices:.0f} | {p[0]:.2f} | {p[1]:.2f} | "
                      f"{p[2]:.2f} | {p[3]:.2f} | {p.sum():.2f} | {bound:.2f} | "
-                     f"{p.sum() / bound:.0f}× | {pb[0]:.1f}, {pb[1]:.1f} |")
+                     f"{p.sum() / bound:.0f}× | {pb[0]:.1f}, {pb[1]:.1f} | "
+                     f"{py[0]:.1f}, {py[1]:.1f} |")
 
     big = max(batches)
     mem = memory_in_fresh_process(min(sizes), max(classes), big, 30)
