@@ -95,6 +95,7 @@ class PermutohedralLattice {
     bool operator!=(const LineAllocator&) const { return false; }
   };
   typedef std::vector<float, LineAllocator<float> > AlignedFloats;
+  typedef std::vector<int, LineAllocator<int> > AlignedInts;
 
   /// Open-addressing hash table of integer keys of one length -> 0, 1, ...
   /// in order of insertion. Reset keeps the capacity.
@@ -156,7 +157,7 @@ class PermutohedralLattice {
   std::vector<int> neighbour_;
   // Vertex keys (dim coordinates) -> vertex index.
   KeyTable vertices_;
-  std::vector<int> keys_scratch_;  // per thread: neighbour keys
+  AlignedInts keys_scratch_;  // per thread, whole cache lines: neighbour keys
 
   // Builds the simplices of a range of points with tables of its own.
   struct Builder {

@@ -1352,15 +1352,21 @@ void PermutohedralLattice::FindNeighbours() {
   const int dim = kDim ? kDim : dim_, d1 = dim + 1;
   const int m = num_vertices_;
   neighbour_.assign(2 * static_cast<size_t>(d1) * m, 0);
-  // A cache line or more per thread: threads that wrote into one line would
-  // take it from each other at every key.
-  const size_t padded = (dim + 15) / 16 * 16;
+  // Each thread's keys on lines of their own: threads that wrote into one
+  // line would take it from each other at every key. (Padded but not
+  // aligned, two threads' keys shared a line in some processes, and the
+  // search then took as long on two threads as on one.) A fixed dimension
+  // keeps them on the thread's stack.
+  const size_t padded = kDim ? 0 : (dim + 15) / 16 * 16;
   keys_scratch_.resize(static_cast<size_t>(Threads()) * padded);
   unsigned int factor_sum = 0;
   for (int i = 0; i < dim; ++i) factor_sum += KeyFactor(i);
 #pragma omp parallel for schedule(static) if (!Nested() && m > 1024)
   for (int axis = 0; axis < d1; ++axis) {
-    int* lo = &keys_scratch_[static_cast<size_t>(ThreadId()) * padded];
+    const int kFixedLength = kDim ? kDim : 1;
+    int fixed[kFixedLength];
+    int* lo = kDim ? fixed :
+        &keys_scratch_[static_cast<size_t>(ThreadId()) * padded];
     int* row = &neighbour_[2 * static_cast<size_t>(axis) * m];
     const unsigned int shift = axis < dim ? KeyFactor(axis) * d1 : 0;
     for (int v = 0; v < m; ++v) {
